@@ -1,0 +1,5 @@
+"""``python -m studiobot``."""
+
+from studiobot.cli import main
+
+raise SystemExit(main())

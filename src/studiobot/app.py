@@ -1,0 +1,191 @@
+"""The composition root: the only place that builds engines, clients, providers and adapters.
+
+``build_app`` wires everything from :class:`~studiobot.config.Settings`; ``run`` starts what a
+process needs in one TaskGroup: the scheduler always, and the shell adapter when no chat platform
+is configured (Discord and Telegram adapters plug in here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TextIO
+
+import httpx
+
+from studiobot.commands import COMMANDS
+from studiobot.commands.contract import Outbox, UserRef
+from studiobot.commands.deps import Deps
+from studiobot.commands.dispatcher import Dispatcher
+from studiobot.commands.presenter import JobPresenter
+from studiobot.commands.users import UserDirectory
+from studiobot.config import Settings
+from studiobot.db.engine import Database
+from studiobot.db.migrate import upgrade
+from studiobot.media.store import LocalStore
+from studiobot.providers.base import Provider
+from studiobot.providers.offline import OfflineProvider
+from studiobot.providers.router import Router
+from studiobot.scheduler.finisher import Finisher
+from studiobot.scheduler.notify import Notifier
+from studiobot.scheduler.poller import Poller
+from studiobot.scheduler.recovery import Recovery
+from studiobot.scheduler.runner import SchedulerRunner
+from studiobot.scheduler.worker import Worker
+
+log = logging.getLogger("studiobot")
+
+
+@dataclass
+class App:
+    """Everything one process runs, built by :func:`build_app`."""
+
+    settings: Settings
+    db: Database
+    store: LocalStore
+    router: Router
+    http: httpx.AsyncClient
+    dispatcher: Dispatcher
+    runner: SchedulerRunner
+    worker: Worker
+    poller: Poller
+    recovery: Recovery
+
+    async def aclose(self) -> None:
+        """Stop the scheduler and release connections and clients."""
+        self.runner.shutdown()
+        await self.router.aclose()
+        await self.http.aclose()
+        await self.db.dispose()
+
+
+def build_providers(settings: Settings) -> tuple[dict[str, Provider], dict[str, str]]:
+    """The providers this configuration offers, and the platform key of each that needs one.
+
+    ``offline`` is always there; a vendor appears when its platform key is set.
+    """
+    prices = settings.prices
+    providers: dict[str, Provider] = {
+        "offline": OfflineProvider(
+            delay=settings.offline_delay_s,
+            credits_per_image=prices.get("offline", 1),
+            base_size=settings.offline_size,
+        )
+    }
+    keys: dict[str, str] = {}
+    if settings.openai_api_key is not None:
+        from studiobot.providers.openai import OpenAIProvider
+
+        per_model = {k.split(":", 1)[1]: v for k, v in prices.items() if k.startswith("openai:")}
+        providers["openai"] = OpenAIProvider(base_url=settings.openai_base_url, credits_per_image=per_model or None)
+        keys["openai"] = settings.openai_api_key.get_secret_value()
+    if settings.replicate_api_token is not None:
+        from studiobot.providers.replicate import ReplicateProvider
+
+        providers["replicate"] = ReplicateProvider(
+            base_url=settings.replicate_base_url,
+            models=settings.replicate_models,
+            credits_per_image=prices.get("replicate", 2),
+        )
+        keys["replicate"] = settings.replicate_api_token.get_secret_value()
+    return providers, keys
+
+
+async def build_app(settings: Settings, outboxes: Mapping[str, Outbox]) -> App:
+    """Build and wire every component, upgrading the database schema first.
+
+    Args:
+        settings: Configuration.
+        outboxes: One Outbox per platform this process can deliver to.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    await upgrade(db)
+    store = LocalStore(settings.media_dir)
+    providers, keys = build_providers(settings)
+    router = Router(providers, default=settings.default_provider, platform_keys=keys)
+    http = httpx.AsyncClient(follow_redirects=True, max_redirects=3, timeout=settings.download_timeout_s)
+    presenter = JobPresenter(db, store, outboxes)
+    notifier = Notifier(db, presenter, presenter.platforms)
+    finisher = Finisher(
+        db, store, http, notifier,
+        max_bytes=settings.download_max_bytes,
+        download_timeout_s=settings.download_timeout_s,
+        max_pixels=settings.max_image_pixels,
+    )
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    worker = Worker(
+        db, router, finisher,
+        worker_id=worker_id, batch=settings.worker_batch, lease_s=settings.lease_s,
+        max_attempts=settings.max_attempts, poll_cap_s=settings.poll_backoff_max_s,
+    )
+    poller = Poller(
+        db, router, finisher, notifier,
+        worker_id=worker_id, lease_s=settings.lease_s, concurrency=settings.poll_concurrency,
+        poll_cap_s=settings.poll_backoff_max_s,
+    )
+    minutes = max(1, round(settings.job_deadline_s / 60))
+    recovery = Recovery(
+        db, router, finisher, notifier,
+        max_attempts=settings.max_attempts,
+        deadline_message=f"This took longer than {minutes} minute{'s' if minutes != 1 else ''}, "
+        "so we stopped waiting.",
+    )
+    runner = SchedulerRunner(
+        worker, poller, recovery,
+        worker_interval_s=settings.worker_interval_s, poll_interval_s=settings.poll_interval_s,
+    )
+    users = UserDirectory(db, welcome_credits=settings.welcome_credits)
+    deps = Deps(db=db, router=router, settings=settings, store=store, users=users, job_queued=runner.nudge)
+    dispatcher = Dispatcher(COMMANDS, deps)
+    return App(settings, db, store, router, http, dispatcher, runner, worker, poller, recovery)
+
+
+async def run_shell(settings: Settings, *, user: str, json_mode: bool, stdin: TextIO = sys.stdin,
+                    stdout: TextIO = sys.stdout) -> None:
+    """Run the scheduler and the shell adapter until input ends and every shell job is delivered."""
+    from studiobot.bot.shell.adapter import PLATFORM, ShellAdapter, ShellConsole
+
+    console = ShellConsole(stdout, json_mode=json_mode)
+    app = await build_app(settings, {PLATFORM: console})
+    try:
+        app.runner.start()
+        adapter = ShellAdapter(
+            app.dispatcher, app.db, console, user=UserRef(PLATFORM, user, user), stdin=stdin
+        )
+        await adapter.run()
+    finally:
+        await app.aclose()
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run only the worker, poller and recovery until SIGINT or SIGTERM (scale-out processes)."""
+    app = await build_app(settings, {})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        app.runner.start()
+        log.info("worker %s running; Ctrl-C to stop", app.worker.worker_id)
+        await stop.wait()
+    finally:
+        await app.aclose()
+
+
+async def run(settings: Settings, *, user: str, json_mode: bool) -> None:
+    """``studiobot run``: every part this configuration enables, in one process."""
+    for name, token in (("Discord", settings.discord_token), ("Telegram", settings.telegram_token)):
+        if token is not None:
+            log.warning("%s token is set, but this version has no %s adapter yet; using the shell.",
+                        name, name)
+    await run_shell(settings, user=user, json_mode=json_mode)

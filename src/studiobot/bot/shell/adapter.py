@@ -1,0 +1,140 @@
+"""The shell adapter: the same commands as Discord and Telegram, typed in a terminal or piped in.
+
+Plain lines without a slash mean ``/imagine``. ``--json`` prints one JSON object per message for
+scripts. When input ends (piped use), it waits until every job started from the shell has been
+delivered, then returns, so ``printf '/imagine a red fox\\n' | studiobot run`` prints the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import uuid
+from typing import Any, TextIO
+
+from studiobot.commands.contract import ChatRef, Reply, UserRef
+from studiobot.commands.dispatcher import Dispatcher
+from studiobot.db.engine import Database
+from studiobot.scheduler import lifecycle
+
+PLATFORM = "shell"
+TERMINAL = ChatRef(PLATFORM, "terminal", "dm")
+
+
+class ShellConsole:
+    """Renders Replies to a text stream; also the shell platform's Outbox (results arrive here).
+
+    Args:
+        out: Where to write (stdout).
+        json_mode: One JSON object per message instead of text.
+    """
+
+    def __init__(self, out: TextIO, *, json_mode: bool) -> None:
+        self._out = out
+        self._json = json_mode
+
+    async def deliver(self, chat: ChatRef, reply: Reply) -> str | None:
+        """Outbox: print a Reply that arrives later (progress, results)."""
+        kind = "progress" if "progress" in reply.data else "result"
+        self.show(reply, kind=kind)
+        return None
+
+    def show(self, reply: Reply, *, kind: str, command: str = "") -> None:
+        """Print one Reply (``kind`` is reply, progress or result)."""
+        if self._json:
+            record: dict[str, Any] = {"type": kind}
+            if command:
+                record["command"] = command
+            record.update(
+                text=reply.text,
+                ephemeral=reply.ephemeral,
+                images=[str(i.path) for i in reply.images],
+                buttons=[{"label": b.label, "action": "/" + b.action} for b in reply.buttons],
+                data=reply.data,
+            )
+            self._out.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+        else:
+            lines = [reply.text]
+            lines += [f"  {i.kind}: {i.path}" for i in reply.images]
+            if reply.buttons:
+                lines.append("  " + "  ".join(f"[{b.label}: /{b.action}]" for b in reply.buttons))
+            self._out.write("\n".join(lines) + "\n")
+        self._out.flush()
+
+
+class ShellAdapter:
+    """Reads command lines, dispatches them, prints replies.
+
+    Args:
+        dispatcher: The core.
+        db: Database (to know when every shell job has been delivered).
+        console: Output.
+        user: Who is typing (``--user``).
+        stdin: Input stream.
+        settle_interval_s: How often to check for outstanding jobs after input ends.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        db: Database,
+        console: ShellConsole,
+        *,
+        user: UserRef,
+        stdin: TextIO = sys.stdin,
+        settle_interval_s: float = 0.1,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._db = db
+        self._console = console
+        self._user = user
+        self._stdin = stdin
+        self._settle = settle_interval_s
+
+    async def run(self) -> None:
+        """Serve until input ends (or ``/quit``), then wait for outstanding shell jobs."""
+        interactive = self._stdin.isatty()
+        async for line in self._lines(interactive):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            if text in ("/quit", "/exit", "quit", "exit"):
+                break
+            if not text.startswith("/"):
+                text = "/imagine " + text
+            name, reply = await self._dispatcher.dispatch_text(
+                self._user, TERMINAL, text, invocation_id=uuid.uuid4().hex
+            )
+            self._console.show(reply, kind="reply", command=name)
+        await self._settle_jobs()
+
+    async def _settle_jobs(self) -> None:
+        announced = False
+        while (open_jobs := await lifecycle.open_jobs_count(self._db, PLATFORM)) > 0:
+            if not announced:
+                print(f"waiting for {open_jobs} job(s) to finish…", file=sys.stderr, flush=True)
+                announced = True
+            await asyncio.sleep(self._settle)
+
+    async def _lines(self, interactive: bool):  # type: ignore[no-untyped-def]
+        """Lines from stdin, read on a daemon thread so a blocked read never holds up exit."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def pump() -> None:
+            try:
+                for line in self._stdin:
+                    loop.call_soon_threadsafe(queue.put_nowait, line)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        threading.Thread(target=pump, name="shell-stdin", daemon=True).start()
+        while True:
+            if interactive:
+                print("studiobot> ", end="", file=sys.stderr, flush=True)
+            line = await queue.get()
+            if line is None:
+                return
+            yield line

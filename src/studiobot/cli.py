@@ -1,0 +1,81 @@
+"""Command line: ``studiobot run | shell | worker | db upgrade``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from studiobot import __version__
+from studiobot.config import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="studiobot", description="An AI image studio that lives in chat.")
+    parser.add_argument("--version", action="version", version=f"studiobot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "Run everything configured (chat adapters or the shell, plus the job scheduler)."),
+        ("shell", "Run the terminal adapter and the job scheduler."),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--user", default=None, help="Who is typing (default: your login name).")
+        p.add_argument("--json", action="store_true", help="Print one JSON object per message.")
+    sub.add_parser("worker", help="Run only the job worker and poller (for scale-out).")
+    db = sub.add_parser("db", help="Database maintenance.")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="Apply every pending migration.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``studiobot`` console script. Returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        print(f"studiobot: configuration error:\n{error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from studiobot import app
+
+    try:
+        if args.command in ("run", "shell"):
+            user = args.user or _login_name()
+            runner = app.run if args.command == "run" else app.run_shell
+            asyncio.run(runner(settings, user=user, json_mode=args.json))
+        elif args.command == "worker":
+            asyncio.run(app.run_worker(settings))
+        elif args.command == "db":
+            asyncio.run(_upgrade(settings))
+            print("database is up to date", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+async def _upgrade(settings: Settings) -> None:
+    from studiobot.db.engine import Database
+    from studiobot.db.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        await upgrade(db)
+    finally:
+        await db.dispose()
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "me"

@@ -1,0 +1,181 @@
+"""The neutral contract between chat platforms and the core (DESIGN.md section 2).
+
+Adapters turn platform events into an :class:`Invocation` and render the :class:`Reply` the core
+returns; handlers never build platform objects. Buttons carry an ``action``: a command line without
+the slash (``"cancel 12"``), short enough for Discord custom ids and Telegram's 64-byte
+callback_data, and meaningful after a restart because it holds no in-memory state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from studiobot.commands.deps import Deps
+
+ChatKind = Literal["dm", "group", "guild_channel"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    """Who: a platform account. ``platform_user_id`` is the platform's stable id, as a string."""
+
+    platform: str
+    platform_user_id: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRef:
+    """Where: a conversation. ``community_id`` is the guild or group id when there is one."""
+
+    platform: str
+    chat_id: str
+    kind: ChatKind = "dm"
+    community_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form, stored as a job's origin."""
+        return {
+            "platform": self.platform,
+            "chat_id": self.chat_id,
+            "kind": self.kind,
+            "community_id": self.community_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChatRef:
+        """Inverse of :meth:`to_dict`."""
+        return cls(data["platform"], data["chat_id"], data.get("kind", "dm"), data.get("community_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One command run by one person somewhere.
+
+    Attributes:
+        user: Who ran it.
+        chat: Where.
+        command: Command name without the slash.
+        args: Parsed, validated arguments by parameter name.
+        invocation_id: Platform-unique id of this invocation (interaction id, update id...), used as
+            the idempotency key of whatever the command creates.
+        is_admin: The platform says the user administers this community.
+    """
+
+    user: UserRef
+    chat: ChatRef
+    command: str
+    args: Mapping[str, Any]
+    invocation_id: str
+    is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """A button: ``action`` is a command line without the slash, e.g. ``"cancel 12"``."""
+
+    label: str
+    action: str
+    style: Literal["primary", "secondary", "danger"] = "secondary"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """An image to show: a stored file, its kind (image or grid) and a short caption."""
+
+    path: Path
+    kind: str = "image"
+    caption: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the core answers. Each platform has one renderer from this to its messages.
+
+    Attributes:
+        text: Message text (plain; renderers may add formatting).
+        images: Images to attach.
+        buttons: Buttons under the message.
+        ephemeral: Only the caller should see it (Discord ephemeral; elsewhere a DM or as is).
+        private: Deliver only in a private chat (keys, payment links).
+        data: Machine-readable facts (job id, status, balance...) for scripts and the JSON shell.
+    """
+
+    text: str
+    images: Sequence[ImageRef] = ()
+    buttons: Sequence[Button] = ()
+    ephemeral: bool = False
+    private: bool = False
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Outbox(Protocol):
+    """Delivers Replies when work finishes later (job results). One per platform.
+
+    Must work from a process with no gateway connection (DESIGN.md section 2).
+    """
+
+    async def deliver(self, chat: ChatRef, reply: Reply) -> str | None:
+        """Send ``reply`` to ``chat``; returns a message reference for later updates, if any."""
+        ...
+
+
+Handler = Callable[[Invocation, "Deps"], Awaitable[Reply]]
+Where = Literal["anywhere", "dm", "group"]
+Who = Literal["anyone", "admin", "operator"]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A typed command parameter.
+
+    Attributes:
+        name: Argument name (also the ``--name`` flag in text form).
+        kind: ``str`` or ``int``.
+        description: One line shown in help and as the platform's option description.
+        required: Must be given.
+        default: Value when absent.
+        choices: Allowed values (validated), when fixed.
+        min_value / max_value: Inclusive range for ints, or length range for strings.
+        rest: Takes the free text after the command (at most one per command).
+        positional: May be given by position (``/job 12``) rather than as a flag.
+        aliases: Other flag names (``ar`` for ``aspect``).
+    """
+
+    name: str
+    kind: type = str
+    description: str = ""
+    required: bool = False
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    min_value: int | None = None
+    max_value: int | None = None
+    rest: bool = False
+    positional: bool = False
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """A command: the one table every platform's command list is generated from."""
+
+    name: str
+    summary: str
+    handler: Handler
+    params: tuple[Param, ...] = ()
+    where: Where = "anywhere"
+    who: Who = "anyone"
+
+    def usage(self) -> str:
+        """One-line usage, e.g. ``/job <job_id>`` or ``/imagine <prompt> [--aspect ...]``."""
+        parts = [f"/{self.name}"]
+        for p in self.params:
+            if p.rest or p.positional:
+                parts.append(f"<{p.name}>" if p.required else f"[{p.name}]")
+            else:
+                parts.append(f"[--{p.name} {p.name.upper()}]")
+        return " ".join(parts)

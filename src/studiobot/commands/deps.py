@@ -1,0 +1,33 @@
+"""What handlers may use: built once by the composition root and passed to every handler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from studiobot.commands.users import UserDirectory
+from studiobot.config import Settings
+from studiobot.db.engine import Database
+from studiobot.media.store import LocalStore
+from studiobot.providers.router import Router
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """Handler dependencies.
+
+    Attributes:
+        db: Database.
+        router: Providers and keys.
+        settings: Configuration.
+        store: Image store (to turn asset keys into files).
+        users: Identity to user id resolution (creating users with welcome credits).
+        job_queued: Called after a job is queued, to wake the worker now.
+    """
+
+    db: Database
+    router: Router
+    settings: Settings
+    store: LocalStore
+    users: UserDirectory
+    job_queued: Callable[[], None] = lambda: None

@@ -1,0 +1,75 @@
+"""``/job`` and ``/cancel``: a job's status and result, and stopping a job."""
+
+from __future__ import annotations
+
+from studiobot.commands.contract import Invocation, Param, Reply
+from studiobot.commands.deps import Deps
+from studiobot.commands.presenter import credits, job_reply
+from studiobot.errors import NotFound, UserError
+from studiobot.providers.errors import ProviderError
+from studiobot.scheduler import lifecycle
+from studiobot.scheduler.lifecycle import JobRow
+
+JOB_ID = Param("job_id", int, "The job's number", required=True, positional=True, min_value=1)
+
+
+async def _own_job(inv: Invocation, deps: Deps) -> JobRow:
+    user_id = await deps.users.user_id(inv.user)
+    async with deps.db.read() as conn:
+        job = await lifecycle.get(conn, inv.args["job_id"])
+    if job is None or job.user_id != user_id:
+        # Same answer for "missing" and "someone else's": job ids must not reveal anything.
+        raise NotFound(f"You have no job #{inv.args['job_id']}.")
+    return job
+
+
+async def show_job(inv: Invocation, deps: Deps) -> Reply:
+    """Reply with a job's status, and its images when it succeeded."""
+    job = await _own_job(inv, deps)
+    async with deps.db.read() as conn:
+        assets = await lifecycle.assets_of(conn, job.id)
+        position = await lifecycle.queue_position(conn, job.id) if job.status == "queued" else None
+    return job_reply(job, assets, deps.store, position=position)
+
+
+async def cancel_job(inv: Invocation, deps: Deps) -> Reply:
+    """Cancel a job that has not finished, refunding it.
+
+    A queued job is cancelled at once. A submitted asynchronous job is cancelled at its provider
+    first; a synchronous one being generated right now cannot be stopped.
+    """
+    job = await _own_job(inv, deps)
+    if job.status in ("succeeded", "failed", "cancelled"):
+        raise UserError(f"Job #{job.id} has already {job.status}; there is nothing to cancel.")
+    cancelled = await lifecycle.cancel(deps.db, job.id, from_statuses=("queued",))
+    if not cancelled:
+        cancelled = await _cancel_running(job, deps)
+    if not cancelled:
+        raise UserError(
+            f"Job #{job.id} is being generated right now and cannot be stopped at this point; "
+            "it will finish shortly."
+        )
+    await lifecycle.mark_notified(deps.db, job.id)  # this reply is the notification
+    refund = f" {credits(job.cost)} refunded." if job.cost else ""
+    return Reply(
+        text=f"Cancelled job #{job.id}.{refund}",
+        ephemeral=True,
+        data={"job_id": job.id, "status": "cancelled", "refunded": job.cost},
+    )
+
+
+async def _cancel_running(job: JobRow, deps: Deps) -> bool:
+    async with deps.db.read() as conn:
+        current = await lifecycle.get(conn, job.id)
+    if current is None or current.status != "running" or not current.provider_task_id:
+        return False
+    provider = deps.router.provider(current.provider)
+    if not provider.capabilities.can_cancel:
+        return False
+    try:
+        accepted = await provider.cancel(
+            current.provider_task_id, deps.router.key_for(current.provider, current.key_source)
+        )
+    except ProviderError:
+        return False
+    return accepted and await lifecycle.cancel(deps.db, job.id, from_statuses=("running",))

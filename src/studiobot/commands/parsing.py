@@ -1,0 +1,121 @@
+"""Text form of commands: ``/imagine a red fox, watercolour --ar 16:9 --count 2``.
+
+Used by every text surface (the shell, Telegram messages, button actions). The free text before the
+first ``--flag`` belongs to the command's ``rest`` parameter (or its positional ones); each flag's
+value runs to the next flag, so prompts may hold commas, quotes and apostrophes unescaped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from studiobot.commands.contract import CommandSpec, Param
+from studiobot.errors import BadInput
+
+_FLAG = re.compile(r"(?:^|\s)--([A-Za-z][A-Za-z0-9_-]*)(?=\s|=|$)=?")
+
+
+def split_command(text: str) -> tuple[str, str]:
+    """Split ``/name@bot rest`` into (``name``, ``rest``).
+
+    Raises:
+        BadInput: When the text does not start with a slash command.
+    """
+    text = text.strip()
+    match = re.match(r"/([A-Za-z][A-Za-z0-9_]*)(?:@\S+)?(?:\s+|$)", text)
+    if not match:
+        raise BadInput("Commands start with a slash, e.g. /imagine a lighthouse at dusk. Try /help.")
+    return match.group(1).lower(), text[match.end():]
+
+
+def parse_args(spec: CommandSpec, text: str) -> dict[str, Any]:
+    """Parse a command's argument text into raw strings by parameter name (not yet converted).
+
+    Raises:
+        BadInput: Unknown flag, a flag given twice, or too many positional words.
+    """
+    by_flag: dict[str, Param] = {}
+    for param in spec.params:
+        for flag in (param.name, *param.aliases):
+            by_flag[flag.lower().replace("_", "-")] = param
+    matches = list(_FLAG.finditer(text))
+    head = text[: matches[0].start()] if matches else text
+    raw: dict[str, Any] = {}
+    _assign_head(spec, head.strip(), raw)
+    for i, match in enumerate(matches):
+        flag = match.group(1).lower().replace("_", "-")
+        param = by_flag.get(flag)
+        if param is None:
+            known = ", ".join(f"--{p.name}" for p in spec.params if not p.rest) or "none"
+            raise BadInput(f"/{spec.name} has no option --{flag}. Options: {known}.")
+        if param.name in raw:
+            raise BadInput(f"--{param.name} was given twice.")
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        raw[param.name] = text[match.end() : end].strip()
+    return raw
+
+
+def _assign_head(spec: CommandSpec, head: str, raw: dict[str, Any]) -> None:
+    if not head:
+        return
+    rest = next((p for p in spec.params if p.rest), None)
+    if rest is not None:
+        raw[rest.name] = head
+        return
+    positional = [p for p in spec.params if p.positional]
+    words = head.split()
+    if len(words) > len(positional):
+        raise BadInput(f"Too many words for /{spec.name}. Usage: {spec.usage()}")
+    for param, word in zip(positional, words, strict=False):
+        raw[param.name] = word
+
+
+def convert_args(spec: CommandSpec, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert and validate raw values against the spec; fill defaults.
+
+    Accepts strings (text surfaces) or already-typed values (platforms with typed options).
+
+    Raises:
+        BadInput: Missing required value, wrong type, out of range, not among the choices.
+    """
+    unknown = set(raw) - {p.name for p in spec.params}
+    if unknown:
+        raise BadInput(f"/{spec.name} has no option {', '.join(sorted(unknown))}.")
+    args: dict[str, Any] = {}
+    for param in spec.params:
+        value = raw.get(param.name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if param.required:
+                raise BadInput(f"/{spec.name} needs {param.name}. Usage: {spec.usage()}")
+            args[param.name] = param.default
+            continue
+        args[param.name] = _convert(spec, param, value)
+    return args
+
+
+def _convert(spec: CommandSpec, param: Param, value: Any) -> Any:
+    if param.kind is int:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise BadInput(f"{param.name} must be a whole number, not '{str(value)[:20]}'.") from None
+        _check_range(param, number, number)
+        return number
+    text = str(value).strip()
+    if param.choices and text.lower() not in param.choices:
+        raise BadInput(f"{param.name} must be one of: {', '.join(param.choices)}.")
+    _check_range(param, len(text), text)
+    return text.lower() if param.choices else text
+
+
+def _check_range(param: Param, measure: int, shown: Any) -> None:
+    low, high = param.min_value, param.max_value
+    if (low is not None and measure < low) or (high is not None and measure > high):
+        if param.kind is int:
+            bounds = f"from {low} to {high}" if low is not None and high is not None else (
+                f"at least {low}" if low is not None else f"at most {high}"
+            )
+            raise BadInput(f"{param.name} must be a whole number {bounds}, not {shown}.")
+        raise BadInput(f"{param.name} must be {low} to {high} characters long.")

@@ -1,0 +1,127 @@
+"""How jobs look to users: one rendering of a job in every state, and the scheduler's listener.
+
+``/job``, ``/imagine`` (queued), results delivered later and failures all come from here, so a
+job reads the same wherever it is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Row
+
+from studiobot.commands.contract import Button, ChatRef, ImageRef, Outbox, Reply
+from studiobot.db.engine import Database
+from studiobot.media.store import LocalStore
+from studiobot.providers.base import Progress
+from studiobot.scheduler import lifecycle
+from studiobot.scheduler.lifecycle import JobRow
+
+
+def credits(n: int) -> str:
+    """``1 credit`` / ``3 credits``."""
+    return f"{n} credit{'' if n == 1 else 's'}"
+
+
+def short(prompt: str, limit: int = 80) -> str:
+    """A prompt cut to ``limit`` characters for one-line displays."""
+    return prompt if len(prompt) <= limit else prompt[: limit - 1] + "…"
+
+
+def progress_bar(fraction: float | None, width: int = 10) -> str:
+    """``[####------] 40%`` for a known fraction, ``[working]`` otherwise."""
+    if fraction is None:
+        return "[working]"
+    fraction = min(1.0, max(0.0, fraction))
+    filled = round(fraction * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {round(fraction * 100)}%"
+
+
+def job_reply(job: JobRow, assets: Sequence[Row[Any]], store: LocalStore, **extra: Any) -> Reply:
+    """Render ``job`` (any state) with its assets as a Reply.
+
+    ``extra`` is merged into ``Reply.data`` (e.g. ``balance`` or ``position``).
+    """
+    params = job.params or {}
+    head = f"Job #{job.id}: “{short(job.prompt)}”"
+    what = f"{params.get('count', 1)} × {params.get('aspect', '1:1')} with {job.provider} ({job.model})"
+    images = [a for a in assets if a.kind == "image"]
+    grid = next((a for a in assets if a.kind == "grid"), None)
+    data: dict[str, Any] = {
+        "job_id": job.id,
+        "status": job.status,
+        "prompt": job.prompt,
+        "provider": job.provider,
+        "model": job.model,
+        "cost": job.cost,
+        **extra,
+    }
+    buttons: list[Button] = []
+    refs: list[ImageRef] = []
+    if job.status == "succeeded":
+        seeds = ", ".join(str(a.seed) for a in images if a.seed is not None)
+        lines = [f"{head} is ready.", what + (f", seed {seeds}" if seeds else ""),
+                 f"Cost {credits(job.cost)}."]
+        refs = [ImageRef(store.path_for(a.storage_key), "image", f"{job.id}-{a.position}") for a in images]
+        if grid is not None:
+            refs.insert(0, ImageRef(store.path_for(grid.storage_key), "grid", f"{job.id}-grid"))
+        data["images"] = [str(r.path) for r in refs if r.kind == "image"]
+        data["grid"] = str(store.path_for(grid.storage_key)) if grid is not None else None
+        buttons.append(Button("Details", f"job {job.id}"))
+    elif job.status in ("failed", "cancelled"):
+        verb = "failed" if job.status == "failed" else "was cancelled"
+        refund = f" {credits(job.cost)} refunded." if job.cost else ""
+        lines = [f"{head} {verb}.", f"{job.error_message or ''}{refund}".strip()]
+        data["error_code"] = job.error_code
+        data["error_message"] = job.error_message
+    elif job.status == "queued":
+        position = extra.get("position")
+        lines = [f"{head} is queued" + (f" (position {position})." if position else "."),
+                 what + f", cost {credits(job.cost)}."]
+        buttons.append(Button("Cancel", f"cancel {job.id}", "danger"))
+    else:
+        lines = [f"{head} is being made {progress_bar(job.progress)}.", what + "."]
+        buttons.append(Button("Cancel", f"cancel {job.id}", "danger"))
+    if "balance" in extra:
+        lines.append(f"Balance: {credits(extra['balance'])}.")
+    return Reply(text="\n".join(line for line in lines if line), images=refs, buttons=buttons, data=data)
+
+
+class JobPresenter:
+    """The scheduler's :class:`~studiobot.scheduler.notify.JobListener`: renders and delivers.
+
+    Args:
+        db: Database, to read the finished job.
+        store: Image store.
+        outboxes: Outbox per platform name.
+    """
+
+    def __init__(self, db: Database, store: LocalStore, outboxes: Mapping[str, Outbox]) -> None:
+        self._db = db
+        self._store = store
+        self._outboxes = dict(outboxes)
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """Platforms this presenter can deliver to."""
+        return tuple(self._outboxes)
+
+    async def job_progress(self, job: JobRow, progress: Progress) -> None:
+        """Tell the user how far a running job is."""
+        stage = f" ({progress.stage})" if progress.stage else ""
+        reply = Reply(
+            text=f"Job #{job.id}: {progress_bar(progress.fraction)}{stage}",
+            data={"job_id": job.id, "status": "running", "progress": progress.fraction},
+        )
+        await self._outboxes[job.origin_platform].deliver(ChatRef.from_dict(job.origin_chat), reply)
+
+    async def job_finished(self, job_id: int) -> None:
+        """Deliver a terminal job's result (or failure) to the chat it came from."""
+        async with self._db.read() as conn:
+            job = await lifecycle.get(conn, job_id)
+            if job is None:
+                return
+            assets = await lifecycle.assets_of(conn, job_id)
+        reply = job_reply(job, assets, self._store)
+        await self._outboxes[job.origin_platform].deliver(ChatRef.from_dict(job.origin_chat), reply)

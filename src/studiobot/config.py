@@ -1,0 +1,108 @@
+"""Settings, read once at start (environment variables and ``.env``) and passed down explicitly.
+
+Every setting is documented in ``.env.example`` with its default. Names are ``STUDIOBOT_<FIELD>``;
+the few that platforms and vendors conventionally name themselves (``DISCORD_TOKEN``,
+``TELEGRAM_TOKEN``, ``OPENAI_API_KEY``, ``REPLICATE_API_TOKEN``) are accepted under those names too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _alias(name: str, *extra: str) -> AliasChoices:
+    return AliasChoices(f"STUDIOBOT_{name.upper()}", *extra)
+
+
+class Settings(BaseSettings):
+    """All of studiobot's configuration. Construct once in ``cli``/``app`` and pass it down.
+
+    Raises:
+        pydantic.ValidationError: When a variable is malformed; the message names the variable.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="STUDIOBOT_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # Storage
+    data_dir: Path = Field(Path("data"), description="Folder for the SQLite file and media.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite+aiosqlite:///<data_dir>/studiobot.db."
+    )
+    sqlite_synchronous: str = Field(
+        "FULL", description="SQLite synchronous pragma. FULL makes every ledger commit durable."
+    )
+
+    # Credits
+    welcome_credits: int = Field(50, ge=0, description="Credits granted to every new user.")
+
+    # Commands and limits
+    prompt_max_chars: int = Field(1000, ge=10, le=32000)
+    default_provider: str = "offline"
+    default_count: int = Field(1, ge=1, le=4)
+    max_active_jobs_per_user: int = Field(4, ge=1, description="Queued plus running jobs per user.")
+    max_jobs_per_hour: int = Field(120, ge=1, description="Jobs a user may start in one hour.")
+    gallery_page_size: int = Field(9, ge=1, le=25)
+
+    # Scheduler
+    worker_batch: int = Field(4, ge=1, le=100, description="Jobs one worker claims per tick.")
+    worker_interval_s: float = Field(0.5, gt=0)
+    poll_interval_s: float = Field(0.5, gt=0, description="How often due asynchronous jobs are looked at.")
+    poll_backoff_max_s: float = Field(10.0, gt=0)
+    poll_concurrency: int = Field(8, ge=1, description="Concurrent polls per provider.")
+    lease_s: float = Field(120.0, gt=0, description="How long a claimed job stays ours without renewal.")
+    job_deadline_s: float = Field(900.0, gt=0, description="A job not finished by then fails and is refunded.")
+    max_attempts: int = Field(4, ge=1, description="Submissions tried before a retryable failure is final.")
+    download_max_bytes: int = Field(30 * 2**20, ge=1024)
+    download_timeout_s: float = Field(60.0, gt=0)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+
+    # Providers
+    offline_delay_s: float = Field(
+        0.0, ge=0, description="Above 0, the offline provider acts asynchronously for that long."
+    )
+    offline_size: int = Field(512, ge=64, le=2048)
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_alias("openai_api_key", "OPENAI_API_KEY"))
+    openai_base_url: str = "https://api.openai.com/v1"
+    replicate_api_token: SecretStr | None = Field(
+        None, validation_alias=_alias("replicate_api_token", "REPLICATE_API_TOKEN")
+    )
+    replicate_base_url: str = "https://api.replicate.com/v1"
+    replicate_models: tuple[str, ...] = ("black-forest-labs/flux-schnell",)
+    prices: dict[str, int] = Field(
+        default_factory=dict,
+        description='Credits per image by provider or provider:model, e.g. {"openai": 5}.',
+    )
+
+    # Platforms (their adapters arrive in later issues)
+    discord_token: SecretStr | None = Field(None, validation_alias=_alias("discord_token", "DISCORD_TOKEN"))
+    telegram_token: SecretStr | None = Field(None, validation_alias=_alias("telegram_token", "TELEGRAM_TOKEN"))
+    operators: tuple[str, ...] = Field(
+        (), description='Operators as platform:user_id, e.g. ["shell:alice", "discord:1234"].'
+    )
+
+    log_level: str = "INFO"
+
+    @field_validator("sqlite_synchronous")
+    @classmethod
+    def _known_synchronous(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError("must be OFF, NORMAL, FULL or EXTRA")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in use: the configured one, else a SQLite file in ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'studiobot.db').resolve()}"
+
+    @property
+    def media_dir(self) -> Path:
+        """Folder of the content-addressed image store."""
+        return self.data_dir / "media"

@@ -1,0 +1,241 @@
+"""SQLAlchemy 2 models: the tables of DESIGN.md section 4 that exist so far.
+
+The schema is made only by Alembic migrations (``db/migrations``); these classes describe it for
+queries. Queries run as Core statements on connections (see ``db/engine.py``), which keeps the hot
+paths (accepting a job, claiming work) to a few cheap round trips.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names so migrations can refer to them on both databases.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every database.
+
+    SQLite has no time zones, so values are stored as naive UTC and come back tagged UTC; PostgreSQL
+    stores ``timestamptz``. Naive values passed in are refused: they are always a bug.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the project's naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class User(Base):
+    """A person, whatever platforms they use (they may have several identities)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Identity(Base):
+    """A platform account (``platform``, ``platform_user_id``) mapped to one user."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("platform", "platform_user_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    platform_user_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Community(Base):
+    """A Discord guild or Telegram group, with its settings as JSON."""
+
+    __tablename__ = "communities"
+    __table_args__ = (UniqueConstraint("platform", "platform_community_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    platform_community_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100), default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CreditAccount(Base):
+    """A user's balance: a cache of the sum of their entries, updated in the same transaction."""
+
+    __tablename__ = "credit_accounts"
+    __table_args__ = (CheckConstraint("balance >= 0", name="balance_not_negative"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CreditEntry(Base):
+    """An append-only ledger entry. ``amount`` is signed; ``balance_after`` is the balance it left.
+
+    ``kind`` is one of grant | purchase | reserve | capture | refund | adjustment | pass. A capture
+    moves no credits (amount 0): it records that the reservation was spent. ``idempotency_key`` is
+    unique, which is what makes every ledger operation safe to repeat.
+    """
+
+    __tablename__ = "credit_entries"
+    __table_args__ = (Index("ix_credit_entries_user_id_id", "user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    note: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Job(Base):
+    """A generation job and its lifecycle (DESIGN.md section 3).
+
+    ``status``: queued -> running -> succeeded | failed | cancelled. ``due_at`` is when the scheduler
+    next acts on the job: the earliest claim of a queued job (retry backoff) or the next poll of a
+    running asynchronous one. ``lease_owner``/``lease_expires_at`` mark the worker holding it.
+    ``notified_at`` is set once the user was told of the terminal state (the outbox sweep delivers
+    any terminal job still lacking it, e.g. after a crash).
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_status_due_at", "status", "due_at"),
+        Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
+        Index("ix_jobs_user_id_status", "user_id", "status"),
+        Index("ix_jobs_origin_platform_notified_at", "origin_platform", "notified_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16), default="image")
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(100))
+    key_source: Mapped[str] = mapped_column(String(16), default="platform")
+    cost: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    provider_task_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deadline_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    progress: Mapped[float | None] = mapped_column(nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    origin_platform: Mapped[str] = mapped_column(String(16))
+    origin_chat: Mapped[dict[str, Any]] = mapped_column(JSON)
+    origin_message: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class JobEvent(Base):
+    """What happened to a job, in order: queued, claimed, submitted, retry, succeeded, failed..."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Asset(Base):
+    """A stored image: content-addressed file, thumbnail, owner and visibility.
+
+    ``kind`` is image | grid. ``position`` orders a job's images (1-4; 0 for the grid).
+    """
+
+    __tablename__ = "assets"
+    __table_args__ = (
+        Index("ix_assets_owner_id_id", "owner_id", "id"),
+        UniqueConstraint("job_id", "kind", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16), default="image")
+    position: Mapped[int] = mapped_column(Integer, default=1)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(200))
+    thumbnail_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    mime: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    visibility: Mapped[str] = mapped_column(String(16), default="private")
+    community_id: Mapped[int | None] = mapped_column(
+        ForeignKey("communities.id", ondelete="SET NULL"), nullable=True
+    )
+    nsfw: Mapped[bool | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")

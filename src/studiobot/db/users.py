@@ -1,0 +1,45 @@
+"""Users and their platform identities."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from studiobot.db.models import Identity, User, utcnow
+
+
+async def find_user_id(conn: AsyncConnection, platform: str, platform_user_id: str) -> int | None:
+    """The user behind a platform identity, or None if this identity is new."""
+    result = await conn.execute(
+        select(Identity.user_id).where(
+            Identity.platform == platform, Identity.platform_user_id == platform_user_id
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def create_user(
+    conn: AsyncConnection, platform: str, platform_user_id: str, display_name: str
+) -> int:
+    """Create a user with this identity and return its id.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: When another transaction created the identity first.
+    """
+    now = utcnow()
+    result = await conn.execute(
+        insert(User).values(display_name=display_name[:100], created_at=now).returning(User.id)
+    )
+    user_id = result.scalar_one()
+    await conn.execute(
+        insert(Identity).values(
+            user_id=user_id, platform=platform, platform_user_id=platform_user_id, created_at=now
+        )
+    )
+    return user_id
+
+
+async def display_name(conn: AsyncConnection, user_id: int) -> str:
+    """The user's display name ('' when unknown)."""
+    result = await conn.execute(select(User.display_name).where(User.id == user_id))
+    return result.scalar_one_or_none() or ""

@@ -1,0 +1,456 @@
+"""Job state transitions, each one transaction: a conditional UPDATE, its ledger effect and an event.
+
+States (DESIGN.md section 3)::
+
+    queued --claim--> running --submitted/polled--> running --succeed--> succeeded (capture)
+       ^                 |                                   \\--fail----> failed    (refund)
+       \\---retry later---/                                    \\-cancel--> cancelled (refund)
+
+Every transition names the states it may start from in its WHERE clause, so two processes racing
+on one job (a poll and a deadline, a result and a cancel) cannot both win: the loser updates no row
+and does nothing else. That, plus the ledger's unique ``resolve:job:<id>`` key, is why a reservation
+is resolved exactly once.
+
+Claims use ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (several workers take disjoint rows); on SQLite
+the same single UPDATE is atomic because SQLite has one writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from studiobot.billing import ledger
+from studiobot.db.engine import Database
+from studiobot.db.models import ACTIVE_STATUSES, Asset, Job, JobEvent, utcnow
+from studiobot.errors import LimitReached
+
+JobRow = Row[Any]
+_ALL = tuple(Job.__table__.c)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What the ``/imagine`` handler decided; :func:`enqueue` stores it and reserves its cost."""
+
+    user_id: int
+    prompt: str
+    negative_prompt: str | None
+    params: dict[str, Any]
+    provider: str
+    model: str
+    key_source: str
+    cost: int
+    origin_platform: str
+    origin_chat: dict[str, Any]
+    idempotency_key: str
+    deadline_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-user limits checked while the account row is locked."""
+
+    max_active: int
+    max_per_hour: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewAsset:
+    """A stored image to attach to a job when it succeeds."""
+
+    kind: str
+    position: int
+    sha256: str
+    storage_key: str
+    thumbnail_key: str | None
+    mime: str
+    width: int
+    height: int
+    size: int
+    seed: int | None
+    nsfw: bool | None
+
+
+async def enqueue(conn: AsyncConnection, job: NewJob, limits: Limits) -> tuple[int, int]:
+    """Insert a queued job and reserve its cost, inside the caller's transaction.
+
+    The reservation's conditional UPDATE locks the user's account row, so the limit check after it
+    sees every concurrent acceptance of the same user (PostgreSQL) or runs alone (SQLite).
+
+    Returns:
+        (job id, balance after the reservation).
+
+    Raises:
+        InsufficientCredits: Not enough credits (roll back: nothing stays behind).
+        LimitReached: Too many active jobs or too many jobs this hour.
+        sqlalchemy.exc.IntegrityError: The idempotency key was used (the same invocation again).
+    """
+    now = utcnow()
+    result = await conn.execute(
+        insert(Job)
+        .values(
+            user_id=job.user_id,
+            kind="image",
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            params=job.params,
+            provider=job.provider,
+            model=job.model,
+            key_source=job.key_source,
+            cost=job.cost,
+            status="queued",
+            attempts=0,
+            polls=0,
+            due_at=now,
+            deadline_at=now + timedelta(seconds=job.deadline_s),
+            origin_platform=job.origin_platform,
+            origin_chat=job.origin_chat,
+            idempotency_key=job.idempotency_key,
+            created_at=now,
+        )
+        .returning(Job.id)
+    )
+    job_id = result.scalar_one()
+    balance = await ledger.reserve(
+        conn, job.user_id, job.cost, job_id=job_id, key=f"reserve:job:{job_id}"
+    )
+    active, last_hour = (
+        await conn.execute(
+            select(
+                select(func.count())
+                .where(Job.user_id == job.user_id, Job.status.in_(ACTIVE_STATUSES))
+                .scalar_subquery(),
+                select(func.count())
+                .where(Job.user_id == job.user_id, Job.created_at >= now - timedelta(hours=1))
+                .scalar_subquery(),
+            )
+        )
+    ).one()
+    if active > limits.max_active:
+        raise LimitReached(
+            f"You already have {active - 1} images in progress (the limit is {limits.max_active}). "
+            "Wait for one to finish, or /cancel one."
+        )
+    if last_hour > limits.max_per_hour:
+        raise LimitReached(
+            f"You have started {limits.max_per_hour} images in the last hour, the hourly limit. "
+            "Please try again a little later."
+        )
+    await _event(conn, job_id, "queued", f"{job.provider}/{job.model} cost={job.cost}")
+    return job_id, balance
+
+
+async def get(conn: AsyncConnection, job_id: int) -> JobRow | None:
+    """One job row by id, or None."""
+    return (await conn.execute(select(*_ALL).where(Job.id == job_id))).one_or_none()
+
+
+async def get_by_key(conn: AsyncConnection, idempotency_key: str) -> JobRow | None:
+    """The job a given invocation created, or None."""
+    result = await conn.execute(select(*_ALL).where(Job.idempotency_key == idempotency_key))
+    return result.one_or_none()
+
+
+async def queue_position(conn: AsyncConnection, job_id: int) -> int:
+    """1-based place of a queued job among queued jobs (0 when it is not queued)."""
+    result = await conn.execute(
+        select(func.count()).where(Job.status == "queued", Job.id <= job_id)
+    )
+    return int(result.scalar_one())
+
+
+async def claim_queued(
+    db: Database, worker_id: str, *, batch: int, lease_s: float, now: datetime | None = None
+) -> list[JobRow]:
+    """Take up to ``batch`` due queued jobs: they become ``running`` under our lease."""
+    now = now or utcnow()
+    candidates = (
+        select(Job.id)
+        .where(Job.status == "queued", Job.due_at <= now)
+        .order_by(Job.due_at, Job.id)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    async with db.transaction() as conn:
+        rows = (
+            await conn.execute(
+                update(Job)
+                .where(Job.id.in_(candidates.scalar_subquery()), Job.status == "queued")
+                .values(
+                    status="running",
+                    attempts=Job.attempts + 1,
+                    lease_owner=worker_id,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                )
+                .returning(*_ALL)
+            )
+        ).all()
+        for row in rows:
+            await _event(conn, row.id, "claimed", f"worker={worker_id} attempt={row.attempts}")
+    return rows
+
+
+async def claim_due_polls(
+    db: Database, worker_id: str, *, batch: int, lease_s: float, now: datetime | None = None
+) -> list[JobRow]:
+    """Take up to ``batch`` submitted jobs whose next poll is due and whom no live lease holds."""
+    now = now or utcnow()
+    candidates = (
+        select(Job.id)
+        .where(
+            Job.status == "running",
+            Job.provider_task_id.is_not(None),
+            Job.due_at <= now,
+            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+        )
+        .order_by(Job.due_at, Job.id)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    async with db.transaction() as conn:
+        return (
+            await conn.execute(
+                update(Job)
+                .where(Job.id.in_(candidates.scalar_subquery()), Job.status == "running")
+                .values(
+                    polls=Job.polls + 1,
+                    lease_owner=worker_id,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                )
+                .returning(*_ALL)
+            )
+        ).all()
+
+
+async def mark_submitted(db: Database, job_id: int, worker_id: str, task_id: str, due_at: datetime) -> bool:
+    """Record an asynchronous task id and release our lease; False if the job is no longer ours."""
+    async with db.transaction() as conn:
+        result = await conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.lease_owner == worker_id)
+            .values(provider_task_id=task_id, due_at=due_at, lease_owner=None, lease_expires_at=None)
+        )
+        if result.rowcount:
+            await _event(conn, job_id, "submitted", f"task={task_id[:80]}")
+        return bool(result.rowcount)
+
+
+async def record_poll(
+    db: Database, job_id: int, worker_id: str, due_at: datetime, *, progress: float | None = None,
+    note: str | None = None,
+) -> bool:
+    """Store the latest progress and when to poll next, releasing our lease."""
+    values: dict[str, Any] = {"due_at": due_at, "lease_owner": None, "lease_expires_at": None}
+    if progress is not None:
+        values["progress"] = progress
+    async with db.transaction() as conn:
+        result = await conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.lease_owner == worker_id)
+            .values(**values)
+        )
+        if result.rowcount and note:
+            await _event(conn, job_id, "poll-retry", note)
+        return bool(result.rowcount)
+
+
+async def retry_later(db: Database, job_id: int, worker_id: str, due_at: datetime, reason: str) -> bool:
+    """Put a job whose submission failed retryably back in the queue until ``due_at``."""
+    async with db.transaction() as conn:
+        result = await conn.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status == "running",
+                Job.lease_owner == worker_id,
+                Job.provider_task_id.is_(None),
+            )
+            .values(status="queued", due_at=due_at, lease_owner=None, lease_expires_at=None)
+        )
+        if result.rowcount:
+            await _event(conn, job_id, "retry", reason)
+        return bool(result.rowcount)
+
+
+async def succeed(db: Database, job_id: int, assets: Sequence[NewAsset]) -> bool:
+    """Mark a running job succeeded, attach its assets and capture its reservation.
+
+    Returns:
+        False when the job had already left ``running`` (cancelled, expired, finished elsewhere);
+        then nothing is written and the result is dropped.
+    """
+    now = utcnow()
+    async with db.transaction() as conn:
+        row = (
+            await conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "running")
+                .values(
+                    status="succeeded", progress=1.0, finished_at=now, lease_owner=None,
+                    lease_expires_at=None,
+                )
+                .returning(Job.user_id, Job.cost)
+            )
+        ).one_or_none()
+        if row is None:
+            return False
+        if assets:
+            await conn.execute(
+                insert(Asset),
+                [
+                    dict(
+                        job_id=job_id, owner_id=row.user_id, kind=a.kind, position=a.position,
+                        sha256=a.sha256, storage_key=a.storage_key, thumbnail_key=a.thumbnail_key,
+                        mime=a.mime, width=a.width, height=a.height, bytes=a.size, seed=a.seed,
+                        visibility="private", nsfw=a.nsfw, created_at=now,
+                    )
+                    for a in assets
+                ],
+            )
+        await ledger.capture(conn, row.user_id, row.cost, job_id=job_id)
+        await _event(conn, job_id, "succeeded", f"{sum(a.kind == 'image' for a in assets)} images")
+    return True
+
+
+async def fail(db: Database, job_id: int, code: str, message: str) -> bool:
+    """Mark an active job failed and refund its reservation; False if it was already terminal."""
+    return await _end(db, job_id, "failed", code, message, ACTIVE_STATUSES)
+
+
+async def cancel(db: Database, job_id: int, *, from_statuses: Sequence[str]) -> bool:
+    """Mark a job cancelled (from the given states only) and refund; False if it was not in them."""
+    return await _end(db, job_id, "cancelled", "cancelled", "Cancelled at your request.", from_statuses)
+
+
+async def _end(
+    db: Database, job_id: int, status: str, code: str, message: str, from_statuses: Sequence[str]
+) -> bool:
+    async with db.transaction() as conn:
+        row = (
+            await conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_(from_statuses))
+                .values(
+                    status=status, error_code=code, error_message=message[:1000],
+                    finished_at=utcnow(), lease_owner=None, lease_expires_at=None,
+                )
+                .returning(Job.user_id, Job.cost)
+            )
+        ).one_or_none()
+        if row is None:
+            return False
+        await ledger.refund(conn, row.user_id, row.cost, job_id=job_id, note=f"{status}: {code}")
+        await _event(conn, job_id, status, f"{code}: {message[:200]}")
+    return True
+
+
+async def overdue(db: Database, *, now: datetime | None = None, limit: int = 100) -> list[int]:
+    """Ids of active jobs past their deadline."""
+    now = now or utcnow()
+    async with db.read() as conn:
+        result = await conn.execute(
+            select(Job.id)
+            .where(Job.status.in_(ACTIVE_STATUSES), Job.deadline_at < now)
+            .order_by(Job.deadline_at)
+            .limit(limit)
+        )
+        return list(result.scalars())
+
+
+async def stale_submissions(db: Database, *, now: datetime | None = None, limit: int = 100) -> list[JobRow]:
+    """Running jobs without a task id whose worker's lease expired (it died mid-submit)."""
+    now = now or utcnow()
+    async with db.read() as conn:
+        result = await conn.execute(
+            select(*_ALL)
+            .where(
+                Job.status == "running",
+                Job.provider_task_id.is_(None),
+                Job.lease_expires_at < now,
+            )
+            .limit(limit)
+        )
+        return result.all()
+
+
+async def requeue_stale(db: Database, job_id: int, *, now: datetime | None = None) -> bool:
+    """Give a dead worker's unsubmitted job back to the queue (conditional on it still being stale)."""
+    now = now or utcnow()
+    async with db.transaction() as conn:
+        result = await conn.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status == "running",
+                Job.provider_task_id.is_(None),
+                Job.lease_expires_at < now,
+            )
+            .values(status="queued", due_at=now, lease_owner=None, lease_expires_at=None)
+        )
+        if result.rowcount:
+            await _event(conn, job_id, "recovered", "lease expired before submission finished")
+        return bool(result.rowcount)
+
+
+async def unnotified(
+    db: Database, platforms: Sequence[str], *, older_than: datetime, limit: int = 50
+) -> list[int]:
+    """Terminal jobs from ``platforms`` whose user was never told, finished before ``older_than``."""
+    async with db.read() as conn:
+        result = await conn.execute(
+            select(Job.id)
+            .where(
+                Job.status.not_in(ACTIVE_STATUSES),
+                Job.notified_at.is_(None),
+                Job.origin_platform.in_(platforms),
+                Job.finished_at < older_than,
+            )
+            .order_by(Job.id)
+            .limit(limit)
+        )
+        return list(result.scalars())
+
+
+async def mark_notified(db: Database, job_id: int) -> None:
+    """Record that the user was told of the job's terminal state."""
+    async with db.transaction() as conn:
+        await conn.execute(
+            update(Job).where(Job.id == job_id, Job.notified_at.is_(None)).values(notified_at=utcnow())
+        )
+
+
+async def open_jobs_count(db: Database, platform: str) -> int:
+    """Jobs from one origin platform whose user has not yet been told the outcome.
+
+    That is every active job plus terminal ones not yet delivered (``notified_at`` is set only
+    after the terminal state is delivered).
+    """
+    async with db.read() as conn:
+        result = await conn.execute(
+            select(func.count()).where(Job.origin_platform == platform, Job.notified_at.is_(None))
+        )
+        return int(result.scalar_one())
+
+
+async def assets_of(conn: AsyncConnection, job_id: int) -> list[Row[Any]]:
+    """A job's assets, images first by position, then the grid."""
+    result = await conn.execute(
+        select(Asset.id, Asset.kind, Asset.position, Asset.storage_key, Asset.thumbnail_key,
+               Asset.width, Asset.height, Asset.seed, Asset.owner_id)
+        .where(Asset.job_id == job_id)
+        .order_by(Asset.kind != "image", Asset.position)
+    )
+    return result.all()
+
+
+async def _event(conn: AsyncConnection, job_id: int, kind: str, detail: str = "") -> None:
+    await conn.execute(
+        insert(JobEvent).values(job_id=job_id, kind=kind, detail=detail[:2000], created_at=utcnow())
+    )

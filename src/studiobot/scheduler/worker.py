@@ -1,0 +1,132 @@
+"""The worker: claims queued jobs and submits them to their provider, outside any transaction.
+
+DESIGN.md section 3, step 4. A synchronous provider's result goes straight to the finisher; an
+asynchronous one's task id is stored and the poller takes over. Retryable failures (rate limits,
+outages) go back to the queue with backoff until ``max_attempts``; the rest fail with a refund.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import timedelta
+
+from studiobot.db.engine import Database
+from studiobot.db.models import utcnow
+from studiobot.providers.base import Finished, ImageRequest
+from studiobot.providers.errors import ProviderError, RateLimited
+from studiobot.providers.router import Router
+from studiobot.scheduler import lifecycle
+from studiobot.scheduler.finisher import Finisher
+from studiobot.scheduler.lifecycle import JobRow
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "Something went wrong on our side while making this image; your credits were refunded."
+
+
+def request_of(job: JobRow) -> ImageRequest:
+    """Rebuild the provider request a job stands for."""
+    params = job.params or {}
+    return ImageRequest(
+        prompt=job.prompt,
+        aspect=params.get("aspect", "1:1"),
+        count=int(params.get("count", 1)),
+        model=job.model,
+        negative_prompt=job.negative_prompt,
+        seed=params.get("seed"),
+    )
+
+
+def retry_delay(attempt: int, *, cap_s: float = 60.0) -> float:
+    """Exponential backoff with full jitter for submission retries: up to 2**attempt s, capped."""
+    return random.uniform(0.5, min(cap_s, 2.0**attempt))
+
+
+def poll_delay(polls: int, *, cap_s: float) -> float:
+    """Wait before the next poll: 0.5 s growing 1.6x per poll, capped (few polls, quick notice)."""
+    return min(cap_s, 0.5 * 1.6**polls)
+
+
+class Worker:
+    """Claims and submits queued jobs.
+
+    Args:
+        db: Database.
+        router: Provider registry and keys.
+        finisher: Ends jobs.
+        worker_id: Unique name of this worker (host:pid:random), written as the lease owner.
+        batch: Jobs claimed per round.
+        lease_s: Lease length in seconds; a job held longer is presumed orphaned.
+        max_attempts: Submissions tried before a retryable failure becomes final.
+        poll_cap_s: Longest wait between polls of an asynchronous job.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        router: Router,
+        finisher: Finisher,
+        *,
+        worker_id: str,
+        batch: int,
+        lease_s: float,
+        max_attempts: int,
+        poll_cap_s: float,
+    ) -> None:
+        self._db = db
+        self._router = router
+        self._finisher = finisher
+        self.worker_id = worker_id
+        self._batch = batch
+        self._lease_s = lease_s
+        self._max_attempts = max_attempts
+        self._poll_cap = poll_cap_s
+
+    async def run_once(self) -> int:
+        """Claim and process due jobs until none are left. Returns how many were processed."""
+        done = 0
+        while True:
+            jobs = await lifecycle.claim_queued(
+                self._db, self.worker_id, batch=self._batch, lease_s=self._lease_s
+            )
+            if not jobs:
+                return done
+            await asyncio.gather(*(self._submit(job) for job in jobs))
+            done += len(jobs)
+
+    async def _submit(self, job: JobRow) -> None:
+        try:
+            provider = self._router.provider(job.provider)
+            key = self._router.key_for(job.provider, job.key_source)
+            outcome = await provider.submit(request_of(job), key)
+        except ProviderError as error:
+            await self._after_error(job, error)
+            return
+        except Exception:
+            log.exception("job %s: unexpected error during submission", job.id)
+            await self._finisher.fail(job, "internal", INTERNAL_ERROR)
+            return
+        if isinstance(outcome, Finished):
+            await self._finisher.succeed_with(job, outcome, self.worker_id)
+            return
+        due = utcnow() + timedelta(seconds=poll_delay(0, cap_s=self._poll_cap))
+        if not await lifecycle.mark_submitted(self._db, job.id, self.worker_id, outcome.task_id, due):
+            # Our lease lapsed and the job moved on without us: do not leave a task running for it.
+            log.warning("job %s: lease lost after submission; cancelling task", job.id)
+            try:
+                await provider.cancel(outcome.task_id, key)
+            except ProviderError:
+                log.warning("job %s: could not cancel orphaned task", job.id)
+
+    async def _after_error(self, job: JobRow, error: ProviderError) -> None:
+        if error.retryable and job.attempts < self._max_attempts:
+            wait = retry_delay(job.attempts)
+            if isinstance(error, RateLimited) and error.retry_after:
+                wait = max(wait, error.retry_after)
+            due = utcnow() + timedelta(seconds=wait)
+            reason = f"{type(error).__name__}: {error.detail}"[:300]
+            if await lifecycle.retry_later(self._db, job.id, self.worker_id, due, reason):
+                return
+        await self._finisher.fail_with(job, error)
