@@ -149,8 +149,15 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox]) -> App:
     return App(settings, db, store, router, http, dispatcher, runner, worker, poller, recovery)
 
 
-async def run_shell(settings: Settings, *, user: str, json_mode: bool, stdin: TextIO = sys.stdin,
-                    stdout: TextIO = sys.stdout) -> None:
+async def run_shell(
+    settings: Settings,
+    *,
+    user: str,
+    json_mode: bool,
+    wait_each: bool | None = None,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+) -> None:
     """Run the scheduler and the shell adapter until input ends and every shell job is delivered."""
     from studiobot.bot.shell.adapter import PLATFORM, ShellAdapter, ShellConsole
 
@@ -159,7 +166,8 @@ async def run_shell(settings: Settings, *, user: str, json_mode: bool, stdin: Te
     try:
         app.runner.start()
         adapter = ShellAdapter(
-            app.dispatcher, app.db, console, user=UserRef(PLATFORM, user, user), stdin=stdin
+            app.dispatcher, app.db, console, user=UserRef(PLATFORM, user, user), stdin=stdin,
+            wait_each=wait_each,
         )
         await adapter.run()
     finally:
@@ -182,10 +190,10 @@ async def run_worker(settings: Settings) -> None:
         await app.aclose()
 
 
-async def run(settings: Settings, *, user: str, json_mode: bool) -> None:
+async def run(settings: Settings, *, user: str, json_mode: bool, wait_each: bool | None = None) -> None:
     """``studiobot run``: every part this configuration enables, in one process."""
     for name, token in (("Discord", settings.discord_token), ("Telegram", settings.telegram_token)):
         if token is not None:
             log.warning("%s token is set, but this version has no %s adapter yet; using the shell.",
                         name, name)
-    await run_shell(settings, user=user, json_mode=json_mode)
+    await run_shell(settings, user=user, json_mode=json_mode, wait_each=wait_each)

@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--user", default=None, help="Who is typing (default: your login name).")
         p.add_argument("--json", action="store_true", help="Print one JSON object per message.")
+        p.add_argument(
+            "--no-wait", dest="wait_each", action="store_false", default=None,
+            help="With piped input, queue every line at once instead of one job after another.",
+        )
     sub.add_parser("worker", help="Run only the job worker and poller (for scale-out).")
     db = sub.add_parser("db", help="Database maintenance.")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -45,13 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step otherwise
     from studiobot import app
 
     try:
         if args.command in ("run", "shell"):
             user = args.user or _login_name()
             runner = app.run if args.command == "run" else app.run_shell
-            asyncio.run(runner(settings, user=user, json_mode=args.json))
+            asyncio.run(runner(settings, user=user, json_mode=args.json, wait_each=args.wait_each))
         elif args.command == "worker":
             asyncio.run(app.run_worker(settings))
         elif args.command == "db":

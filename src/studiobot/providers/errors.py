@@ -49,6 +49,16 @@ class BadRequest(ProviderError):
     default_message = "The provider could not accept these options; you were not charged."
 
 
+class TaskFailed(ProviderError):
+    """The provider accepted the task but it ended without images (failed, cancelled, expired).
+
+    Terminal: asking again cannot change the outcome (e.g. Replicate ``failed``/``aborted``, or
+    outputs already deleted). No retry, refund.
+    """
+
+    default_message = "The provider could not make this image; you were not charged."
+
+
 class QuotaExhausted(ProviderError):
     """The account behind the key has no credit or quota left (e.g. OpenAI ``insufficient_quota``)."""
 

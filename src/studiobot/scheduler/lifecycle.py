@@ -426,6 +426,13 @@ async def mark_notified(db: Database, job_id: int) -> None:
         )
 
 
+async def is_notified(db: Database, job_id: int) -> bool:
+    """Whether the job's user has been told its outcome (False for unknown ids too)."""
+    async with db.read() as conn:
+        result = await conn.execute(select(Job.notified_at).where(Job.id == job_id))
+        return result.scalar_one_or_none() is not None
+
+
 async def open_jobs_count(db: Database, platform: str) -> int:
     """Jobs from one origin platform whose user has not yet been told the outcome.
 

@@ -1,8 +1,10 @@
 """The shell adapter: the same commands as Discord and Telegram, typed in a terminal or piped in.
 
 Plain lines without a slash mean ``/imagine``. ``--json`` prints one JSON object per message for
-scripts. When input ends (piped use), it waits until every job started from the shell has been
-delivered, then returns, so ``printf '/imagine a red fox\\n' | studiobot run`` prints the result.
+scripts. Piped input runs like a script: each line's job is delivered before the next line is read,
+so ``/imagine`` then ``/gallery`` lists the new image (``wait_each=False`` queues them all at once).
+When input ends, it waits until every job started from the shell has been delivered, then returns,
+so ``printf '/imagine a red fox\\n' | studiobot run`` prints the result and exits.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ class ShellAdapter:
         console: Output.
         user: Who is typing (``--user``).
         stdin: Input stream.
-        settle_interval_s: How often to check for outstanding jobs after input ends.
+        wait_each: Wait for each line's job before reading the next (default: when input is piped).
+        settle_interval_s: How often to check for outstanding jobs.
     """
 
     def __init__(
@@ -84,18 +87,21 @@ class ShellAdapter:
         *,
         user: UserRef,
         stdin: TextIO = sys.stdin,
-        settle_interval_s: float = 0.1,
+        wait_each: bool | None = None,
+        settle_interval_s: float = 0.05,
     ) -> None:
         self._dispatcher = dispatcher
         self._db = db
         self._console = console
         self._user = user
         self._stdin = stdin
+        self._wait_each = wait_each
         self._settle = settle_interval_s
 
     async def run(self) -> None:
         """Serve until input ends (or ``/quit``), then wait for outstanding shell jobs."""
         interactive = self._stdin.isatty()
+        wait_each = not interactive if self._wait_each is None else self._wait_each
         async for line in self._lines(interactive):
             text = line.strip()
             if not text or text.startswith("#"):
@@ -108,7 +114,14 @@ class ShellAdapter:
                 self._user, TERMINAL, text, invocation_id=uuid.uuid4().hex
             )
             self._console.show(reply, kind="reply", command=name)
+            job_id = reply.data.get("job_id")
+            if wait_each and name == "imagine" and job_id is not None:
+                await self._until_delivered(job_id)
         await self._settle_jobs()
+
+    async def _until_delivered(self, job_id: int) -> None:
+        while not await lifecycle.is_notified(self._db, job_id):
+            await asyncio.sleep(self._settle)
 
     async def _settle_jobs(self) -> None:
         announced = False

@@ -1,0 +1,394 @@
+"""ReplicateProvider against the loopback predictions double (contracts README §3)."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import pytest
+from PIL import Image
+
+from studiobot.providers.base import (
+    Finished,
+    ImageRequest,
+    Progress,
+    ProviderKey,
+    Submitted,
+)
+from studiobot.providers.errors import (
+    AuthError,
+    BadRequest,
+    TaskFailed,
+    ContentRejected,
+    ProviderError,
+    QuotaExhausted,
+    RateLimited,
+    Unavailable,
+)
+from studiobot.providers.replicate import ReplicateProvider
+from tests.doubles.replicate import (
+    FLUX_SCHNELL,
+    FLUX_VERSION,
+    VALID_TOKEN,
+    Outcome,
+    ReplicateState,
+    make_replicate_app,
+    problem,
+)
+from tests.doubles.server import reply, serve, stall
+
+KEY = ProviderKey(VALID_TOKEN)
+THROTTLED = {"detail": "Request was throttled. Your rate limit resets in ~30s."}
+
+
+@pytest.fixture
+def state() -> ReplicateState:
+    return ReplicateState()
+
+
+@pytest.fixture
+async def base_url(state: ReplicateState):
+    async with serve(make_replicate_app(state)) as url:
+        yield url
+
+
+@pytest.fixture
+async def provider(base_url: str):
+    adapter = ReplicateProvider(base_url=base_url, timeout=0.3)
+    yield adapter
+    await adapter.aclose()
+
+
+def calls(state: ReplicateState, method: str) -> list:
+    return [r for r in state.requests if r.method == method]
+
+
+async def run_to_end(provider: ReplicateProvider, task_id: str, limit: int = 10):
+    """Poll until the prediction stops being Progress; return every answer (or raise)."""
+    answers = []
+    for _ in range(limit):
+        answer = await provider.poll(task_id, KEY)
+        answers.append(answer)
+        if not isinstance(answer, Progress):
+            return answers
+    raise AssertionError("prediction never finished")
+
+
+async def test_create_uses_the_official_model_endpoint_and_no_prefer_wait(provider, state):
+    submitted = await provider.submit(ImageRequest(prompt="a fox", aspect="16:9", count=2), KEY)
+
+    assert isinstance(submitted, Submitted)
+    assert submitted.task_id in state.predictions
+    [sent] = state.requests
+    assert (sent.method, sent.path) == ("POST", f"/models/{FLUX_SCHNELL}/predictions")
+    assert sent.json == {
+        "input": {
+            "prompt": "a fox",
+            "aspect_ratio": "16:9",
+            "num_outputs": 2,
+            "output_format": "png",
+        }
+    }
+    assert "Prefer" not in sent.headers  # queue-first: never block on the create call
+    assert sent.headers["Authorization"] == f"Bearer {VALID_TOKEN}"
+
+
+async def test_create_sends_seed_and_completed_only_webhook(provider, state):
+    request = ImageRequest(prompt="a fox", seed=1234, webhook_url="https://hooks.example.test/r/1")
+
+    await provider.submit(request, KEY)
+
+    body = state.requests[0].json
+    assert body["input"]["seed"] == 1234
+    assert body["webhook"] == "https://hooks.example.test/r/1"
+    assert body["webhook_events_filter"] == ["completed"]
+
+
+async def test_versioned_model_goes_to_predictions_with_version(base_url, state):
+    versioned = f"{FLUX_SCHNELL}:{FLUX_VERSION}"
+    adapter = ReplicateProvider(base_url=base_url, models=(versioned,), timeout=0.3)
+    try:
+        submitted = await adapter.submit(ImageRequest(prompt="a fox"), KEY)
+    finally:
+        await adapter.aclose()
+
+    [sent] = state.requests
+    assert (sent.path, sent.json["version"]) == ("/predictions", versioned)
+    assert state.predictions[submitted.task_id]["version"] == FLUX_VERSION
+
+
+async def test_create_that_already_succeeded_still_answers_submitted(provider, state):
+    done = {"id": "done0000000000000000000000", "status": "succeeded", "output": ["x.png"]}
+    state.fail_next.append(reply(201, done))
+
+    assert await provider.submit(ImageRequest(prompt="a fox"), KEY) == Submitted(done["id"])
+
+
+async def test_poll_reports_progress_then_finished_with_downloadable_pngs(provider, state):
+    submitted = await provider.submit(ImageRequest(prompt="a fox", aspect="2:3", count=2), KEY)
+
+    answers = await run_to_end(provider, submitted.task_id)
+
+    assert answers[0] == Progress(stage="starting", fraction=None)
+    assert answers[1] == Progress(stage="processing", fraction=0.5)  # from "50%|" in logs
+    finished = answers[2]
+    assert isinstance(finished, Finished) and len(finished.images) == 2
+    async with httpx.AsyncClient() as client:
+        for image in finished.images:
+            assert image.data is None and image.url
+            response = await client.get(image.url)
+            with Image.open(io.BytesIO(response.content)) as picture:
+                assert picture.format == "PNG"
+                assert picture.height > picture.width
+
+
+async def test_output_as_single_string_gives_one_image(provider, state):
+    state.outcomes.append(Outcome(output_as_string=True))
+    submitted = await provider.submit(ImageRequest(prompt="a fox", seed=5), KEY)
+
+    finished = (await run_to_end(provider, submitted.task_id))[-1]
+
+    assert len(finished.images) == 1 and finished.images[0].url.endswith("/0.png")
+    assert finished.images[0].seed == 5
+
+
+async def test_poll_does_not_fetch_results_so_a_dead_result_url_is_the_finishers_problem(
+    provider, state
+):
+    state.outcomes.append(Outcome(missing_files=True))
+    submitted = await provider.submit(ImageRequest(prompt="a fox"), KEY)
+
+    finished = (await run_to_end(provider, submitted.task_id))[-1]
+
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(finished.images[0].url)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected", "needle"),
+    [
+        (Outcome("failed", error="NSFW content detected."), ContentRejected, ""),
+        (Outcome("failed", error="Flagged by the safety checker"), ContentRejected, ""),
+        (Outcome("failed", error="CUDA out of memory\nTraceback ..."), TaskFailed, "memory;"),
+        (Outcome("failed", error=None), TaskFailed, "no reason given"),
+        (Outcome("canceled"), TaskFailed, "cancelled"),
+        (Outcome("aborted"), TaskFailed, "aborted"),
+        (Outcome(data_removed=True), TaskFailed, "deleted"),
+    ],
+)
+async def test_terminal_failures(provider, state, outcome, expected, needle):
+    state.outcomes.append(outcome)
+    submitted = await provider.submit(ImageRequest(prompt="a fox"), KEY)
+
+    with pytest.raises(expected) as caught:
+        await run_to_end(provider, submitted.task_id)
+
+    assert type(caught.value) is expected
+    assert needle in caught.value.user_message
+    assert "Traceback" not in caught.value.user_message
+
+
+async def test_failed_prediction_user_message_names_the_reason_and_no_charge(provider, state):
+    state.outcomes.append(Outcome("failed", error="prompt too long for model"))
+    submitted = await provider.submit(ImageRequest(prompt="a fox"), KEY)
+
+    with pytest.raises(TaskFailed) as caught:
+        await run_to_end(provider, submitted.task_id)
+
+    assert caught.value.user_message == (
+        "The provider failed to generate this image: prompt too long for model; "
+        "you were not charged."
+    )
+
+
+CREATE_ERRORS = [
+    pytest.param(reply(402, problem(402, "Insufficient credit")), QuotaExhausted, id="402"),
+    pytest.param(reply(422, problem(422, "- input.prompt: too long")), BadRequest, id="422"),
+    pytest.param(reply(400, problem(400, "Bad request")), BadRequest, id="400"),
+    pytest.param(reply(429, THROTTLED), RateLimited, id="429"),
+    pytest.param(reply(500, problem(500, "Internal Server Error")), Unavailable, id="500"),
+    pytest.param(reply(503, "<html>bad gateway</html>"), Unavailable, id="503-html"),
+    pytest.param(reply(201, "{oops"), Unavailable, id="201-malformed-json"),
+    pytest.param(reply(201, {"status": "starting"}), Unavailable, id="201-no-id"),
+]
+
+
+@pytest.mark.parametrize(("script", "expected"), CREATE_ERRORS)
+async def test_create_errors_map_to_the_taxonomy_and_are_never_retried(
+    provider, state, script, expected
+):
+    state.fail_next.append(script)
+
+    with pytest.raises(expected) as caught:
+        await provider.submit(ImageRequest(prompt="a fox"), KEY)
+
+    assert type(caught.value) is expected
+    assert len(calls(state, "POST")) == 1  # a resent create could bill twice
+    assert state.predictions == {}
+
+
+async def test_create_timeout_is_unavailable_and_not_resent(provider, state):
+    state.fail_next.append(stall(1.0))
+    with pytest.raises(Unavailable):
+        await provider.submit(ImageRequest(prompt="a fox"), KEY)
+    assert len(calls(state, "POST")) == 1
+
+
+async def test_unknown_version_is_a_real_422(base_url, state):
+    adapter = ReplicateProvider(base_url=base_url, models=(f"{FLUX_SCHNELL}:{'0' * 64}",))
+    try:
+        with pytest.raises(BadRequest):
+            await adapter.submit(ImageRequest(prompt="a fox"), KEY)
+    finally:
+        await adapter.aclose()
+
+
+async def test_wrong_token_is_auth_error(provider):
+    with pytest.raises(AuthError):
+        await provider.submit(ImageRequest(prompt="a fox"), ProviderKey("r8_WrongToken00000000"))
+
+
+async def test_negative_prompt_is_refused_before_any_request(provider, state):
+    with pytest.raises(BadRequest):
+        await provider.submit(ImageRequest(prompt="a fox", negative_prompt="blur"), KEY)
+    assert state.requests == []
+
+
+async def test_429_retry_after_header_wins(provider, state):
+    state.fail_next.append(reply(429, THROTTLED, {"Retry-After": "12"}))
+    with pytest.raises(RateLimited) as caught:
+        await provider.submit(ImageRequest(prompt="a fox"), KEY)
+    assert caught.value.retry_after == 12.0
+
+
+async def test_429_retry_after_falls_back_to_the_documented_body(provider, state):
+    state.fail_next.append(reply(429, THROTTLED))
+    with pytest.raises(RateLimited) as caught:
+        await provider.submit(ImageRequest(prompt="a fox"), KEY)
+    assert caught.value.retry_after == 30.0
+
+
+async def test_poll_is_retried_after_a_500(provider, state):
+    submitted = await provider.submit(ImageRequest(prompt="a fox"), KEY)
+    state.fail_next.append(reply(500, problem(500, "Internal Server Error")))
+
+    answer = await provider.poll(submitted.task_id, KEY)
+
+    assert answer == Progress(stage="starting")
+    assert len(calls(state, "GET")) == 2
+
+
+async def test_poll_is_retried_after_a_timeout(provider, state):
+    submitted = await provider.submit(ImageRequest(prompt="a fox"), KEY)
+    state.fail_next.append(stall(1.0))
+
+    answer = await provider.poll(submitted.task_id, KEY)
+
+    assert isinstance(answer, Progress)
+    assert len(calls(state, "GET")) == 2
+
+
+async def test_poll_gives_up_after_three_attempts(provider, state):
+    submitted = await provider.submit(ImageRequest(prompt="a fox"), KEY)
+    state.fail_next.extend([reply(503, "down")] * 4)
+
+    with pytest.raises(Unavailable):
+        await provider.poll(submitted.task_id, KEY)
+
+    assert len(calls(state, "GET")) == 3
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        pytest.param(reply(429, THROTTLED), RateLimited, id="429"),
+        pytest.param(reply(200, "{oops"), Unavailable, id="malformed-json"),
+        pytest.param(reply(200, {"id": "x", "status": "exploded"}), Unavailable, id="bad-status"),
+        pytest.param(
+            reply(200, {"id": "x", "status": "succeeded", "output": [42], "data_removed": False}),
+            Unavailable,
+            id="output-not-urls",
+        ),
+        pytest.param(reply(401, problem(401, "Unauthenticated")), AuthError, id="401"),
+    ],
+)
+async def test_poll_error_answers(provider, state, script, expected):
+    submitted = await provider.submit(ImageRequest(prompt="a fox"), KEY)
+    state.fail_next.append(script)
+
+    with pytest.raises(expected):
+        await provider.poll(submitted.task_id, KEY)
+
+
+async def test_poll_unknown_prediction_is_task_not_found(provider):
+    with pytest.raises(BadRequest) as caught:
+        await provider.poll("doesnotexist0000000000000", KEY)
+    assert "no longer knows this task" in caught.value.user_message
+
+
+async def test_cancel_stops_a_running_prediction(provider, state):
+    submitted = await provider.submit(ImageRequest(prompt="a fox"), KEY)
+
+    assert await provider.cancel(submitted.task_id, KEY) is True
+
+    assert state.requests[-1].path == f"/predictions/{submitted.task_id}/cancel"
+    with pytest.raises(TaskFailed) as caught:
+        await provider.poll(submitted.task_id, KEY)
+    assert "cancelled" in caught.value.user_message
+
+
+async def test_cancel_answers_false_when_replicate_cannot(provider, state):
+    assert await provider.cancel("doesnotexist0000000000000", KEY) is False  # real 404
+
+    submitted = await provider.submit(ImageRequest(prompt="a fox"), KEY)
+    state.fail_next.append(reply(409, problem(409, "Prediction already completed")))
+    assert await provider.cancel(submitted.task_id, KEY) is False
+
+
+async def test_cancel_5xx_is_unavailable_after_retries(provider, state):
+    state.fail_next.extend([reply(500, "boom")] * 3)
+    with pytest.raises(Unavailable):
+        await provider.cancel("abc", KEY)
+    assert len(state.requests) == 3
+
+
+async def test_check_key_reads_the_account(provider, state):
+    await provider.check_key(KEY)
+    assert [(r.method, r.path) for r in state.requests] == [("GET", "/account")]
+
+    with pytest.raises(AuthError):
+        await provider.check_key(ProviderKey("r8_NotAValidToken000000"))
+
+
+def test_capabilities_and_price(provider):
+    caps = provider.capabilities
+    assert caps.models == (FLUX_SCHNELL,)
+    assert (caps.is_async, caps.can_cancel, caps.webhooks) == (True, True, True)
+    assert (caps.seed, caps.negative_prompt, caps.max_images) == (True, False, 4)
+    assert provider.price(ImageRequest(prompt="x", count=3)) == 6
+
+
+def exception_texts(error: ProviderError) -> str:
+    parts = [str(error), repr(error), error.detail, error.user_message, *map(str, error.args)]
+    return " ".join(parts)
+
+
+@pytest.mark.parametrize("token", ["r8_EchoedToken0123456789abcdef", "an-opaque-user-token-42"])
+async def test_echoed_tokens_never_reach_exceptions(provider, state, token):
+    state.valid_tokens.add(token)
+    state.fail_next.append(
+        reply(422, problem(422, f"invalid input; header was Authorization: Bearer {token}"))
+    )
+    with pytest.raises(BadRequest) as caught:
+        await provider.submit(ImageRequest(prompt="a fox"), ProviderKey(token))
+    assert token not in exception_texts(caught.value)
+
+
+async def test_failure_reason_echoing_the_token_is_redacted(provider, state):
+    state.outcomes.append(Outcome("failed", error=f"upstream refused token {VALID_TOKEN}"))
+    submitted = await provider.submit(ImageRequest(prompt="a fox"), KEY)
+
+    with pytest.raises(TaskFailed) as caught:
+        await run_to_end(provider, submitted.task_id)
+
+    assert VALID_TOKEN not in exception_texts(caught.value)
