@@ -85,7 +85,11 @@ def build_providers(settings: Settings) -> tuple[dict[str, Provider], dict[str, 
         from studiobot.providers.openai import OpenAIProvider
 
         per_model = {k.split(":", 1)[1]: v for k, v in prices.items() if k.startswith("openai:")}
-        providers["openai"] = OpenAIProvider(base_url=settings.openai_base_url, credits_per_image=per_model or None)
+        providers["openai"] = OpenAIProvider(
+            base_url=settings.openai_base_url,
+            credits_per_image=per_model or None,
+            timeout=settings.openai_timeout_s,
+        )
         keys["openai"] = settings.openai_api_key.get_secret_value()
     if settings.replicate_api_token is not None:
         from studiobot.providers.replicate import ReplicateProvider
@@ -94,6 +98,7 @@ def build_providers(settings: Settings) -> tuple[dict[str, Provider], dict[str, 
             base_url=settings.replicate_base_url,
             models=settings.replicate_models,
             credits_per_image=prices.get("replicate", 2),
+            timeout=settings.replicate_timeout_s,
         )
         keys["replicate"] = settings.replicate_api_token.get_secret_value()
     return providers, keys
@@ -126,6 +131,7 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox]) -> App:
         db, router, finisher,
         worker_id=worker_id, batch=settings.worker_batch, lease_s=settings.lease_s,
         max_attempts=settings.max_attempts, poll_cap_s=settings.poll_backoff_max_s,
+        retry_cap_s=settings.retry_backoff_max_s,
     )
     poller = Poller(
         db, router, finisher, notifier,

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     lease_s: float = Field(120.0, gt=0, description="How long a claimed job stays ours without renewal.")
     job_deadline_s: float = Field(900.0, gt=0, description="A job not finished by then fails and is refunded.")
     max_attempts: int = Field(4, ge=1, description="Submissions tried before a retryable failure is final.")
+    retry_backoff_max_s: float = Field(60.0, gt=0, description="Longest wait between two submissions.")
     download_max_bytes: int = Field(30 * 2**20, ge=1024)
     download_timeout_s: float = Field(60.0, gt=0)
     max_image_pixels: int = Field(40_000_000, ge=1)
@@ -68,10 +69,12 @@ class Settings(BaseSettings):
     offline_size: int = Field(512, ge=64, le=2048)
     openai_api_key: SecretStr | None = Field(None, validation_alias=_alias("openai_api_key", "OPENAI_API_KEY"))
     openai_base_url: str = "https://api.openai.com/v1"
+    openai_timeout_s: float = Field(120.0, gt=0, description="Generations take tens of seconds.")
     replicate_api_token: SecretStr | None = Field(
         None, validation_alias=_alias("replicate_api_token", "REPLICATE_API_TOKEN")
     )
     replicate_base_url: str = "https://api.replicate.com/v1"
+    replicate_timeout_s: float = Field(30.0, gt=0)
     replicate_models: tuple[str, ...] = ("black-forest-labs/flux-schnell",)
     prices: dict[str, int] = Field(
         default_factory=dict,

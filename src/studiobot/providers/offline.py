@@ -16,7 +16,6 @@ import asyncio
 import base64
 import binascii
 import colorsys
-import functools
 import hashlib
 import io
 import json
@@ -118,7 +117,7 @@ class OfflineProvider:
         """
         task = _Task.decode(task_id)
         elapsed = self._clock() - task.submitted_at
-        if elapsed < self._delay:
+        if self._delay > 0 and elapsed < self._delay:
             return Progress(fraction=min(max(elapsed / self._delay, 0.0), 1.0), stage="drawing")
         return await self._finish(task)
 
@@ -213,7 +212,7 @@ class _Task:
                 count=body["c"],
                 submitted_at=float(body["t"]),
             )
-        except (binascii.Error, ValueError, TypeError, KeyError) as exc:
+        except (binascii.Error, ValueError, TypeError, KeyError, RecursionError) as exc:
             raise BadRequest("malformed offline task id") from exc
         if (
             not isinstance(task.prompt, str)
@@ -445,9 +444,9 @@ def _scribbles(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Col
                      fill=colour, width=width)
 
 
-@functools.lru_cache(maxsize=16)
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     # Pillow's bundled font needs no system fonts, so output is identical on every machine.
+    # Loading costs ~0.2 ms; not cached, because drawing threads must not share a FreeType face.
     return ImageFont.load_default(size=size)
 
 
@@ -461,8 +460,9 @@ def _caption(draw: ImageDraw.ImageDraw, prompt: str, seed: int, size: tuple[int,
     text_width = w - 2 * margin
     prompt_lines = _wrap(" ".join(prompt.split()) or "(empty prompt)", text_font, text_width, 2)
     note_lines = _wrap("offline stand-in - not a real AI image", note_font, text_width, 2)
-    text_line = round(text_font.size * 1.25) if hasattr(text_font, "size") else 12
-    note_line = round(note_font.size * 1.25) if hasattr(note_font, "size") else 12
+    # Without FreeType, Pillow falls back to a fixed bitmap font that has no size attribute.
+    text_line = round(getattr(text_font, "size", 10) * 1.25)
+    note_line = round(getattr(note_font, "size", 10) * 1.25)
     band = margin * 2 + text_line * len(prompt_lines) + note_line * len(note_lines)
     draw.rectangle((0, h - band, w, h), fill=(12, 12, 16, 200))
     y = h - band + margin
@@ -498,7 +498,7 @@ def _wrap(text: str, font, width: float, max_lines: int) -> list[str]:
         if current:
             lines.append(current)
         current = word
-        while font.getlength(current) > width and len(current) > 1:
+        while len(lines) <= max_lines and len(current) > 1 and font.getlength(current) > width:
             cut = _fit_chars(current, font, width)
             lines.append(current[:cut])
             current = current[cut:]

@@ -40,8 +40,9 @@ def request_of(job: JobRow) -> ImageRequest:
 
 
 def retry_delay(attempt: int, *, cap_s: float = 60.0) -> float:
-    """Exponential backoff with full jitter for submission retries: up to 2**attempt s, capped."""
-    return random.uniform(0.5, min(cap_s, 2.0**attempt))
+    """Exponential backoff with jitter for submission retries: up to 2**attempt s, capped."""
+    ceiling = min(cap_s, 2.0**attempt)
+    return random.uniform(ceiling / 4, ceiling)
 
 
 def poll_delay(polls: int, *, cap_s: float) -> float:
@@ -61,6 +62,7 @@ class Worker:
         lease_s: Lease length in seconds; a job held longer is presumed orphaned.
         max_attempts: Submissions tried before a retryable failure becomes final.
         poll_cap_s: Longest wait between polls of an asynchronous job.
+        retry_cap_s: Longest wait before a submission is retried.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Worker:
         lease_s: float,
         max_attempts: int,
         poll_cap_s: float,
+        retry_cap_s: float = 60.0,
     ) -> None:
         self._db = db
         self._router = router
@@ -83,6 +86,7 @@ class Worker:
         self._lease_s = lease_s
         self._max_attempts = max_attempts
         self._poll_cap = poll_cap_s
+        self._retry_cap = retry_cap_s
 
     async def run_once(self) -> int:
         """Claim and process due jobs until none are left. Returns how many were processed."""
@@ -122,7 +126,7 @@ class Worker:
 
     async def _after_error(self, job: JobRow, error: ProviderError) -> None:
         if error.retryable and job.attempts < self._max_attempts:
-            wait = retry_delay(job.attempts)
+            wait = retry_delay(job.attempts, cap_s=self._retry_cap)
             if isinstance(error, RateLimited) and error.retry_after:
                 wait = max(wait, error.retry_after)
             due = utcnow() + timedelta(seconds=wait)
