@@ -61,7 +61,7 @@ class App:
 
     async def aclose(self) -> None:
         """Stop the scheduler and release connections and clients."""
-        self.runner.shutdown()
+        await self.runner.shutdown()
         await self.router.aclose()
         await self.http.aclose()
         await self.db.dispose()
@@ -129,7 +129,7 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox]) -> App:
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     worker = Worker(
         db, router, finisher,
-        worker_id=worker_id, batch=settings.worker_batch, lease_s=settings.lease_s,
+        worker_id=worker_id, concurrency=settings.worker_concurrency, lease_s=settings.lease_s,
         max_attempts=settings.max_attempts, poll_cap_s=settings.poll_backoff_max_s,
         retry_cap_s=settings.retry_backoff_max_s,
     )

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     gallery_page_size: int = Field(9, ge=1, le=25)
 
     # Scheduler
-    worker_batch: int = Field(4, ge=1, le=100, description="Jobs one worker claims per tick.")
+    worker_concurrency: int = Field(8, ge=1, le=1000, description="Submissions one process runs at once.")
     worker_interval_s: float = Field(0.5, gt=0)
     poll_interval_s: float = Field(0.5, gt=0, description="How often due asynchronous jobs are looked at.")
     poll_backoff_max_s: float = Field(10.0, gt=0)

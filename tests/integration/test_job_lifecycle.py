@@ -85,7 +85,9 @@ async def drive(app: App, *, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         await app.worker.run_once()
+        await app.worker.inflight.idle()
         await app.poller.run_once()
+        await app.poller.inflight.idle()
         await app.recovery.run_once()
         async with app.db.read() as conn:
             active = (await conn.execute(
@@ -203,7 +205,8 @@ async def test_async_provider_job_lifecycle(make_app, replicate_state, outbox, s
 async def test_poll_failures_are_retried_until_the_task_finishes(make_app, replicate_state, outbox):
     app = await make_app()
     queued = await imagine(app, "/imagine a red fox --provider replicate", "inv-1")
-    await app.worker.run_once()  # submitted: the poller takes over
+    await app.worker.run_once()
+    await app.worker.inflight.idle()  # submitted: the poller takes over
     # Every poll below meets a failure first: 500 x3 exhausts the client's own retries, then
     # malformed JSON; the job stays running and is polled again later.
     replicate_state.fail_next.extend([reply(500, problem(500, "x"))] * 3 + [reply(200, "{oops")])
@@ -243,6 +246,7 @@ async def test_cancel_queued_and_running_jobs(make_app, replicate_state, outbox)
 
     second = (await imagine(app, "/imagine two --provider replicate", "inv-3")).data["job_id"]
     await app.worker.run_once()
+    await app.worker.inflight.idle()
     assert (await job_row(app, second)).provider_task_id
     _, cancelled = await app.dispatcher.dispatch_text(USER, CHAT, f"/cancel {second}", "inv-4")
     assert cancelled.data["status"] == "cancelled"

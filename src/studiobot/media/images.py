@@ -97,7 +97,7 @@ def clean_image(
     """Validate image bytes and write them out again, in the same format, without metadata.
 
     * PNG stays PNG. When no EXIF orientation has to be applied, the file is rebuilt from its
-      image chunks only (IHDR, PLTE, tRNS, iCCP, IDAT, IEND), which is lossless and about fifty
+      image chunks only (IHDR, PLTE, tRNS, iCCP, IDAT, IEND), which is lossless and tens of
       times faster than recompressing; otherwise it is re-encoded (``optimize=False``).
     * JPEG is re-encoded as JPEG, quality 95.
     * WEBP is re-encoded as lossy WEBP, quality 95 (``method=2``: as small as the default method

@@ -336,7 +336,10 @@ def _rgba(colour: _Color, alpha: int) -> tuple[int, int, int, int]:
     return (*colour, alpha)
 
 
-def _orbs(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]) -> None:
+def _orbs(
+    draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]
+) -> None:
+    """Translucent circles, some outlined."""
     w, h = size
     unit = min(w, h)
     for _ in range(rng.randint(5, 12)):
@@ -351,7 +354,10 @@ def _orbs(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], 
         )
 
 
-def _stripes(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]) -> None:
+def _stripes(
+    draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]
+) -> None:
+    """Parallel bands across the picture at a random angle."""
     w, h = size
     span = math.hypot(w, h)
     angle = rng.uniform(0, math.pi)
@@ -362,14 +368,22 @@ def _stripes(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color
     for i in range(count):
         offset = (i / count - 0.5) * span + rng.uniform(-0.03, 0.03) * span
         half = rng.uniform(0.01, 0.06) * span
-        corners = []
-        for along, across in ((-span, offset - half), (span, offset - half),
-                              (span, offset + half), (-span, offset + half)):
-            corners.append((cx + dx * along + nx * across, cy + dy * along + ny * across))
+        corners = [
+            (cx + dx * along + nx * across, cy + dy * along + ny * across)
+            for along, across in (
+                (-span, offset - half),
+                (span, offset - half),
+                (span, offset + half),
+                (-span, offset + half),
+            )
+        ]
         draw.polygon(corners, fill=_rgba(rng.choice(palette), rng.randint(110, 230)))
 
 
-def _mountains(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]) -> None:
+def _mountains(
+    draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]
+) -> None:
+    """A sun behind layered ridges, back to front."""
     w, h = size
     sun_r = rng.uniform(0.08, 0.18) * min(w, h)
     sx, sy = rng.uniform(0.15, 0.85) * w, rng.uniform(0.1, 0.4) * h
@@ -385,7 +399,10 @@ def _mountains(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Col
         draw.polygon(points, fill=_rgba(palette[1 + layer % 4], rng.randint(170, 250)))
 
 
-def _tiles(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]) -> None:
+def _tiles(
+    draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]
+) -> None:
+    """A grid of rounded tiles with some left out."""
     w, h = size
     cols, rows = rng.randint(3, 7), rng.randint(2, 6)
     pad = min(w, h) * rng.uniform(0.005, 0.03)
@@ -404,7 +421,10 @@ def _tiles(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color],
             draw.rounded_rectangle(box, radius=radius, fill=fill)
 
 
-def _rays(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]) -> None:
+def _rays(
+    draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]
+) -> None:
+    """Wedges fanning out from a random point."""
     w, h = size
     cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     reach = 2 * math.hypot(w, h)
@@ -426,7 +446,9 @@ def _rays(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], 
 _LAYOUTS = (_orbs, _stripes, _mountains, _tiles, _rays)
 
 
-def _scribbles(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]) -> None:
+def _scribbles(
+    draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Color], size: tuple[int, int]
+) -> None:
     """A few lines and arcs over the layout, so even similar layouts differ in detail."""
     w, h = size
     unit = min(w, h)
@@ -440,8 +462,8 @@ def _scribbles(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[_Col
             r = rng.uniform(0.1, 0.5) * unit
             x, y = rng.uniform(0, w), rng.uniform(0, h)
             start = rng.uniform(0, 360)
-            draw.arc((x - r, y - r, x + r, y + r), start, start + rng.uniform(60, 300),
-                     fill=colour, width=width)
+            end = start + rng.uniform(60, 300)
+            draw.arc((x - r, y - r, x + r, y + r), start, end, fill=colour, width=width)
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

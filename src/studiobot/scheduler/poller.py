@@ -19,6 +19,7 @@ from studiobot.providers.errors import ProviderError, RateLimited
 from studiobot.providers.router import Router
 from studiobot.scheduler import lifecycle
 from studiobot.scheduler.finisher import Finisher
+from studiobot.scheduler.inflight import InFlight
 from studiobot.scheduler.lifecycle import JobRow
 from studiobot.scheduler.notify import Notifier
 from studiobot.scheduler.worker import INTERNAL_ERROR, poll_delay
@@ -35,7 +36,7 @@ class Poller:
         finisher: Ends jobs.
         notifier: Receives progress.
         worker_id: Lease owner name.
-        batch: Jobs claimed per round.
+        in_flight: Polls in flight at once, all providers together.
         lease_s: Lease for one poll, in seconds.
         concurrency: Polls in flight per provider.
         poll_cap_s: Longest wait between two polls of a job, in seconds.
@@ -49,7 +50,7 @@ class Poller:
         notifier: Notifier,
         *,
         worker_id: str,
-        batch: int = 200,
+        in_flight: int = 200,
         lease_s: float = 60.0,
         concurrency: int = 8,
         poll_cap_s: float = 10.0,
@@ -59,7 +60,7 @@ class Poller:
         self._finisher = finisher
         self._notifier = notifier
         self.worker_id = worker_id
-        self._batch = batch
+        self.inflight = InFlight(in_flight, "poll")
         self._lease_s = lease_s
         self._cap = poll_cap_s
         self._limits: defaultdict[str, asyncio.Semaphore] = defaultdict(
@@ -67,16 +68,18 @@ class Poller:
         )
 
     async def run_once(self) -> int:
-        """Poll every due job once (in batches). Returns how many were polled."""
-        done = 0
-        while True:
+        """Claim due jobs into free poll slots and start polling them. Returns how many started."""
+        started = 0
+        while self.inflight.free > 0:
             jobs = await lifecycle.claim_due_polls(
-                self._db, self.worker_id, batch=self._batch, lease_s=self._lease_s
+                self._db, self.worker_id, batch=self.inflight.free, lease_s=self._lease_s
             )
+            for job in jobs:
+                self.inflight.spawn(self._poll(job))
+            started += len(jobs)
             if not jobs:
-                return done
-            await asyncio.gather(*(self._poll(job) for job in jobs))
-            done += len(jobs)
+                break
+        return started
 
     async def _poll(self, job: JobRow) -> None:
         async with self._limits[job.provider]:

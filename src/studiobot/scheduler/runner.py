@@ -31,12 +31,16 @@ class SchedulerRunner:
         poll_interval_s: float,
         recovery_interval_s: float = 5.0,
     ) -> None:
-        # APScheduler logs every run at INFO; at sub-second intervals that drowns real messages.
+        # APScheduler logs every run at INFO, and a nudge racing a starting run as a skipped run at
+        # WARNING; at sub-second intervals both drown real messages. Job errors stay visible.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._worker = worker
+        self._poller = poller
         self._running_worker = False
         self._again = False
+        worker.inflight.on_free = self.nudge  # a freed slot takes the next queued job at once
         now = datetime.now(UTC)
         common = {"trigger": "interval", "max_instances": 1, "coalesce": True, "next_run_time": now}
         self._scheduler.add_job(self._run_worker, id="worker", seconds=worker_interval_s, **common)
@@ -49,10 +53,12 @@ class SchedulerRunner:
         """Start triggering (needs a running event loop)."""
         self._scheduler.start()
 
-    def shutdown(self) -> None:
-        """Stop triggering; runs in progress are abandoned (their leases expire and recovery resumes)."""
+    async def shutdown(self) -> None:
+        """Stop triggering and cancel work in flight (its leases expire and recovery resumes it)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        await self._worker.inflight.cancel()
+        await self._poller.inflight.cancel()
 
     def nudge(self) -> None:
         """A job was queued: look at the queue now rather than at the next interval."""

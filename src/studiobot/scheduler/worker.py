@@ -7,7 +7,6 @@ outages) go back to the queue with backoff until ``max_attempts``; the rest fail
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from datetime import timedelta
@@ -19,6 +18,7 @@ from studiobot.providers.errors import ProviderError, RateLimited
 from studiobot.providers.router import Router
 from studiobot.scheduler import lifecycle
 from studiobot.scheduler.finisher import Finisher
+from studiobot.scheduler.inflight import InFlight
 from studiobot.scheduler.lifecycle import JobRow
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Worker:
         router: Provider registry and keys.
         finisher: Ends jobs.
         worker_id: Unique name of this worker (host:pid:random), written as the lease owner.
-        batch: Jobs claimed per round.
+        concurrency: Submissions in flight at once (a slow provider occupies only its own slots).
         lease_s: Lease length in seconds; a job held longer is presumed orphaned.
         max_attempts: Submissions tried before a retryable failure becomes final.
         poll_cap_s: Longest wait between polls of an asynchronous job.
@@ -72,7 +72,7 @@ class Worker:
         finisher: Finisher,
         *,
         worker_id: str,
-        batch: int,
+        concurrency: int,
         lease_s: float,
         max_attempts: int,
         poll_cap_s: float,
@@ -82,23 +82,29 @@ class Worker:
         self._router = router
         self._finisher = finisher
         self.worker_id = worker_id
-        self._batch = batch
+        self.inflight = InFlight(concurrency, "submission")
         self._lease_s = lease_s
         self._max_attempts = max_attempts
         self._poll_cap = poll_cap_s
         self._retry_cap = retry_cap_s
 
     async def run_once(self) -> int:
-        """Claim and process due jobs until none are left. Returns how many were processed."""
-        done = 0
-        while True:
+        """Claim due jobs into free submission slots and start them. Returns how many started.
+
+        Submissions run in the background (:attr:`inflight`); each freed slot calls
+        ``inflight.on_free`` so the owner can claim the next job at once.
+        """
+        started = 0
+        while self.inflight.free > 0:
             jobs = await lifecycle.claim_queued(
-                self._db, self.worker_id, batch=self._batch, lease_s=self._lease_s
+                self._db, self.worker_id, batch=self.inflight.free, lease_s=self._lease_s
             )
+            for job in jobs:
+                self.inflight.spawn(self._submit(job))
+            started += len(jobs)
             if not jobs:
-                return done
-            await asyncio.gather(*(self._submit(job) for job in jobs))
-            done += len(jobs)
+                break
+        return started
 
     async def _submit(self, job: JobRow) -> None:
         try:

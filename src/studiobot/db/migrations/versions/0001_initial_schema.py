@@ -106,7 +106,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('idempotency_key', name=op.f('uq_jobs_idempotency_key'))
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.create_index('ix_jobs_origin_platform_status', ['origin_platform', 'status'], unique=False)
+        batch_op.create_index('ix_jobs_origin_platform_notified_at', ['origin_platform', 'notified_at'], unique=False)
         batch_op.create_index('ix_jobs_status_due_at', ['status', 'due_at'], unique=False)
         batch_op.create_index('ix_jobs_user_id_created_at', ['user_id', 'created_at'], unique=False)
         batch_op.create_index('ix_jobs_user_id_status', ['user_id', 'status'], unique=False)
@@ -165,7 +165,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_jobs_user_id_status')
         batch_op.drop_index('ix_jobs_user_id_created_at')
         batch_op.drop_index('ix_jobs_status_due_at')
-        batch_op.drop_index('ix_jobs_origin_platform_status')
+        batch_op.drop_index('ix_jobs_origin_platform_notified_at')
 
     op.drop_table('jobs')
     with op.batch_alter_table('identities', schema=None) as batch_op:
