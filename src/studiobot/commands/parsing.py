@@ -53,7 +53,10 @@ def parse_args(spec: CommandSpec, text: str) -> dict[str, Any]:
         if param.name in raw:
             raise BadInput(f"--{param.name} was given twice.")
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        raw[param.name] = text[match.end() : end].strip()
+        value = text[match.end() : end].strip()
+        if not value:
+            raise BadInput(f"--{flag} needs a value. Usage: {spec.usage()}")
+        raw[param.name] = value
     return raw
 
 
