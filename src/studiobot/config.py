@@ -25,7 +25,11 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="STUDIOBOT_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="STUDIOBOT_",
+        env_file=".env",
+        env_ignore_empty=True,  # `OPENAI_API_KEY=` copied from .env.example means "not set"
+        extra="ignore",
+        populate_by_name=True,
     )
 
     # Storage
@@ -41,54 +45,67 @@ class Settings(BaseSettings):
     welcome_credits: int = Field(50, ge=0, description="Credits granted to every new user.")
 
     # Commands and limits
-    prompt_max_chars: int = Field(1000, ge=10, le=32000)
-    default_provider: str = "offline"
-    default_count: int = Field(1, ge=1, le=4)
+    prompt_max_chars: int = Field(1000, ge=10, le=32000, description="Longest prompt accepted, in characters.")
+    default_provider: str = Field("offline", description="Provider used when /imagine names none.")
+    default_count: int = Field(1, ge=1, le=4, description="Images per /imagine when --count is not given.")
     max_active_jobs_per_user: int = Field(4, ge=1, description="Queued plus running jobs per user.")
     max_jobs_per_hour: int = Field(120, ge=1, description="Jobs a user may start in one hour.")
-    gallery_page_size: int = Field(9, ge=1, le=25)
+    gallery_page_size: int = Field(9, ge=1, le=25, description="Images per /gallery page.")
 
     # Scheduler
     worker_concurrency: int = Field(8, ge=1, le=1000, description="Submissions one process runs at once.")
-    worker_interval_s: float = Field(0.5, gt=0)
+    worker_interval_s: float = Field(0.5, gt=0, description="How often the queue is checked (new jobs also wake it).")
     poll_interval_s: float = Field(0.5, gt=0, description="How often due asynchronous jobs are looked at.")
-    poll_backoff_max_s: float = Field(10.0, gt=0)
+    poll_backoff_max_s: float = Field(10.0, gt=0, description="Longest wait between two polls of a job.")
     poll_concurrency: int = Field(8, ge=1, description="Concurrent polls per provider.")
     lease_s: float = Field(120.0, gt=0, description="How long a claimed job stays ours without renewal.")
     job_deadline_s: float = Field(900.0, gt=0, description="A job not finished by then fails and is refunded.")
     max_attempts: int = Field(4, ge=1, description="Submissions tried before a retryable failure is final.")
     retry_backoff_max_s: float = Field(60.0, gt=0, description="Longest wait between two submissions.")
-    download_max_bytes: int = Field(30 * 2**20, ge=1024)
-    download_timeout_s: float = Field(60.0, gt=0)
-    max_image_pixels: int = Field(40_000_000, ge=1)
+    download_max_bytes: int = Field(30 * 2**20, ge=1024, description="Largest result file accepted, in bytes.")
+    download_timeout_s: float = Field(60.0, gt=0, description="Time allowed to download one result.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest result image (width x height).")
 
     # Providers
     offline_delay_s: float = Field(
         0.0, ge=0, description="Above 0, the offline provider acts asynchronously for that long."
     )
-    offline_size: int = Field(512, ge=64, le=2048)
-    openai_api_key: SecretStr | None = Field(None, validation_alias=_alias("openai_api_key", "OPENAI_API_KEY"))
-    openai_base_url: str = "https://api.openai.com/v1"
+    offline_size: int = Field(512, ge=64, le=2048, description="Long side of offline images, in pixels.")
+    openai_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("openai_api_key", "OPENAI_API_KEY"),
+        description="The operator's OpenAI key; when set, the openai provider is offered.",
+    )
+    openai_base_url: str = Field("https://api.openai.com/v1", description="OpenAI API root.")
     openai_timeout_s: float = Field(120.0, gt=0, description="Generations take tens of seconds.")
     replicate_api_token: SecretStr | None = Field(
-        None, validation_alias=_alias("replicate_api_token", "REPLICATE_API_TOKEN")
+        None,
+        validation_alias=_alias("replicate_api_token", "REPLICATE_API_TOKEN"),
+        description="The operator's Replicate token; when set, the replicate provider is offered.",
     )
-    replicate_base_url: str = "https://api.replicate.com/v1"
-    replicate_timeout_s: float = Field(30.0, gt=0)
-    replicate_models: tuple[str, ...] = ("black-forest-labs/flux-schnell",)
+    replicate_base_url: str = Field("https://api.replicate.com/v1", description="Replicate API root.")
+    replicate_timeout_s: float = Field(30.0, gt=0, description="Time allowed per Replicate request.")
+    replicate_models: tuple[str, ...] = Field(
+        ("black-forest-labs/flux-schnell",),
+        description="Replicate models offered (owner/name or owner/name:version), JSON list.",
+    )
     prices: dict[str, int] = Field(
         default_factory=dict,
         description='Credits per image by provider or provider:model, e.g. {"openai": 5}.',
     )
 
     # Platforms (their adapters arrive in later issues)
-    discord_token: SecretStr | None = Field(None, validation_alias=_alias("discord_token", "DISCORD_TOKEN"))
-    telegram_token: SecretStr | None = Field(None, validation_alias=_alias("telegram_token", "TELEGRAM_TOKEN"))
+    discord_token: SecretStr | None = Field(
+        None, validation_alias=_alias("discord_token", "DISCORD_TOKEN"), description="Discord bot token."
+    )
+    telegram_token: SecretStr | None = Field(
+        None, validation_alias=_alias("telegram_token", "TELEGRAM_TOKEN"), description="Telegram bot token."
+    )
     operators: tuple[str, ...] = Field(
         (), description='Operators as platform:user_id, e.g. ["shell:alice", "discord:1234"].'
     )
 
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR; logs go to stderr.")
 
     @field_validator("sqlite_synchronous")
     @classmethod
