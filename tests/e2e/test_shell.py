@@ -141,3 +141,12 @@ async def test_text_mode_reads_like_a_conversation(make_settings, database_url) 
     assert "/imagine <prompt>" in text and "Example: /imagine" in text
     assert "is queued" in text and "is ready." in text and "  image: " in text
     assert "[Cancel: /cancel 1]" in text
+
+
+async def test_asynchronous_offline_provider_reports_progress_then_the_result(shell) -> None:
+    records = await shell("/imagine a slow sunrise\n", offline_delay_s=0.6, poll_backoff_max_s=0.1)
+    kinds = [r["type"] for r in records]
+    assert kinds[0] == "reply" and kinds[-1] == "result" and "progress" in kinds
+    progress = next(r for r in records if r["type"] == "progress")
+    assert 0 <= progress["data"]["progress"] < 1 and "Job #1: [" in progress["text"]
+    assert records[-1]["data"]["status"] == "succeeded"
