@@ -25,7 +25,8 @@ from tenacity import (
 )
 
 from studiobot import __version__
-from studiobot.providers.errors import Unavailable
+from studiobot.providers.base import ProviderKey
+from studiobot.providers.errors import AuthError, Unavailable
 
 #: Attempts (first try included) for idempotent requests; small so a dead vendor fails fast.
 RETRY_ATTEMPTS = 3
@@ -206,3 +207,19 @@ def _describe(response: httpx.Response) -> str:
     except RuntimeError:  # a response built by hand has no request
         return "the provider"
     return f"{request.method} {request.url.path}"
+
+
+def require_secret(key: ProviderKey | None, vendor: str) -> str:
+    """The secret of ``key``, or AuthError naming ``vendor`` when no key was given.
+
+    Raises:
+        AuthError: ``key`` is None or empty.
+    """
+    if key is None or not key.secret:
+        raise AuthError(f"no {vendor} key", user_message=f"No {vendor} API key is configured.")
+    return key.secret
+
+
+def bearer(secret: str) -> dict[str, str]:
+    """``Authorization: Bearer <secret>`` as a header dict."""
+    return {"Authorization": f"Bearer {secret}"}

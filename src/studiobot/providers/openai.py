@@ -113,7 +113,7 @@ class OpenAIProvider:
             Unavailable: 5xx, timeout, connection error or a body that is not an ImagesResponse.
                 The POST is never retried here: a repeat could bill twice.
         """
-        secret = _secret(key)
+        secret = http.require_secret(key, "OpenAI")
         model = self._model(request)
         size = _SIZES[model].get(request.aspect)
         if size is None:
@@ -148,7 +148,7 @@ class OpenAIProvider:
             "/images/generations",
             retry_idempotent=False,
             json=body,
-            headers=_auth(secret),
+            headers=http.bearer(secret),
         )
         _raise_for_status(response, secret)
         return _parse_images(http.parse_json(response))
@@ -172,9 +172,9 @@ class OpenAIProvider:
             AuthError: HTTP 401/403.
             QuotaExhausted, RateLimited, BadRequest, Unavailable: As for :meth:`submit`.
         """
-        secret = _secret(key)
+        secret = http.require_secret(key, "OpenAI")
         response = await http.send(
-            self._client, "GET", "/models", retry_idempotent=True, headers=_auth(secret)
+            self._client, "GET", "/models", retry_idempotent=True, headers=http.bearer(secret)
         )
         _raise_for_status(response, secret)
 
@@ -192,14 +192,6 @@ class OpenAIProvider:
         return model
 
 
-def _secret(key: ProviderKey | None) -> str:
-    if key is None or not key.secret:
-        raise AuthError("no openai key", user_message="No OpenAI API key is configured.")
-    return key.secret
-
-
-def _auth(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def _raise_for_status(response: httpx.Response, secret: str) -> None:

@@ -105,7 +105,7 @@ class ReplicateProvider:
             Unavailable: 5xx, timeout, connection error or a body without a prediction id. The
                 POST is never retried here: a repeat could bill twice.
         """
-        secret = _secret(key)
+        secret = http.require_secret(key, "Replicate")
         model = request.model or self.capabilities.default_model
         if model not in self.capabilities.models:
             raise BadRequest(
@@ -120,7 +120,7 @@ class ReplicateProvider:
             body["webhook"] = request.webhook_url
             body["webhook_events_filter"] = ["completed"]
         response = await http.send(
-            self._client, "POST", url, retry_idempotent=False, json=body, headers=_auth(secret)
+            self._client, "POST", url, retry_idempotent=False, json=body, headers=http.bearer(secret)
         )
         _raise_for_status(response, secret)
         prediction = http.parse_json(response)
@@ -144,13 +144,13 @@ class ReplicateProvider:
                 malformed JSON, 5xx or timeouts after retries.
             AuthError, QuotaExhausted, RateLimited: As for :meth:`submit`.
         """
-        secret = _secret(key)
+        secret = http.require_secret(key, "Replicate")
         response = await http.send(
             self._client,
             "GET",
             f"/predictions/{_task_path(task_id)}",
             retry_idempotent=True,
-            headers=_auth(secret),
+            headers=http.bearer(secret),
         )
         if response.status_code == 404:
             raise BadRequest(
@@ -173,13 +173,13 @@ class ReplicateProvider:
             AuthError: No key.
             Unavailable: 5xx or network failure after retries.
         """
-        secret = _secret(key)
+        secret = http.require_secret(key, "Replicate")
         response = await http.send(
             self._client,
             "POST",
             f"/predictions/{_task_path(task_id)}/cancel",
             retry_idempotent=True,
-            headers=_auth(secret),
+            headers=http.bearer(secret),
         )
         if response.status_code == 200:
             return True
@@ -195,9 +195,9 @@ class ReplicateProvider:
             AuthError: HTTP 401/403.
             QuotaExhausted, RateLimited, BadRequest, Unavailable: As for :meth:`submit`.
         """
-        secret = _secret(key)
+        secret = http.require_secret(key, "Replicate")
         response = await http.send(
-            self._client, "GET", "/account", retry_idempotent=True, headers=_auth(secret)
+            self._client, "GET", "/account", retry_idempotent=True, headers=http.bearer(secret)
         )
         _raise_for_status(response, secret)
 
@@ -206,14 +206,6 @@ class ReplicateProvider:
         await self._client.aclose()
 
 
-def _secret(key: ProviderKey | None) -> str:
-    if key is None or not key.secret:
-        raise AuthError("no replicate key", user_message="No Replicate API token is configured.")
-    return key.secret
-
-
-def _auth(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def _task_path(task_id: str) -> str:
