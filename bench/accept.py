@@ -676,7 +676,7 @@ def pgbench_script(statements: list[tuple[str, tuple[Any, ...]]], roles: list[li
     ``$N`` becomes a pgbench variable (a bound parameter again under ``-M prepared``): constants
     become ``-D`` variables, the user id is per client, the job id and balance come from the
     RETURNING rows via ``\\gset``, the job key is unique per run/client/transaction, the reserve key
-    is ``'reserve:job:' || job id`` and timestamps are ``now()``-based expressions.
+    is ``'reserve:job:' || job id`` (prefix as a ``-D`` constant) and timestamps are ``now()``-based expressions.
 
     Args:
         statements: Captured ``(sql, params)`` (asyncpg, ``$N`` placeholders).
@@ -687,13 +687,14 @@ def pgbench_script(statements: list[tuple[str, tuple[Any, ...]]], roles: list[li
         The script text and the ``-D`` definitions.
     """
     feeds = returning_roles(statements)
-    defines: dict[str, str] = {"n": "0"}
+    defines: dict[str, str] = {"n": "0", "rkey_prefix": "reserve:job:"}
     role_sql = {
         UID: ":uid",
         JOB_ID: ":j_id",
         BALANCE: ":a_balance",
         JOB_KEY: ":jkey",
-        RESERVE_KEY: "('reserve:job:' || :j_id)",
+        # pgbench would take ":job" inside a string literal for a variable: the prefix is a -D constant.
+        RESERVE_KEY: "(:rkey_prefix::text || :j_id::text)",
         NOW: "(now())",
         DEADLINE: f"(now() + interval '{DEADLINE_S:g} seconds')",
         HOUR_AGO: "(now() - interval '1 hour')",
@@ -734,7 +735,7 @@ def pg_conninfo(url: str) -> tuple[list[str], dict[str, str]]:
     """pgbench connection arguments (and environment, for a password) for a SQLAlchemy URL."""
     parsed = make_url(url)
     argv = ["-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432),
-            "-U", parsed.username or "postgres", "-d", parsed.database or "postgres"]
+            "-U", parsed.username or "postgres", parsed.database or "postgres"]  # pgbench's -d is --debug
     env = dict(os.environ)
     if parsed.password:
         env["PGPASSWORD"] = parsed.password
@@ -764,15 +765,15 @@ def run_pgbench(
     path = workdir / "accept.pgbench"
     path.write_text(script)
     conn_argv, env = pg_conninfo(url)
-    argv = [PGBENCH, *conn_argv, "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(2, clients)),
-            "-T", str(max(1, round(seconds))), "-P", "1", "-f", str(path), "-D", f"run={run}"]
-    for name, value in defines.items():
-        argv += ["-D", f"{name}={value}"]
+    options = ["-n", "-M", "prepared", "-c", str(clients), "-j", str(min(2, clients)),
+               "-T", str(max(1, round(seconds))), "-P", "1", "-f", str(path), "-D", f"run={run}"]
+    constants = [arg for name, value in defines.items() for arg in ("-D", f"{name}={value}")]
+    argv = [PGBENCH, *options, *constants, *conn_argv]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=seconds + 60)
     out = proc.stdout + proc.stderr
     match = re.search(r"^tps = ([\d.]+)", proc.stdout, re.M)
     if proc.returncode != 0 or match is None:
-        raise RuntimeError(f"pgbench failed (exit {proc.returncode}): {out[-2000:]}")
+        raise RuntimeError(f"pgbench failed (exit {proc.returncode}): {out[-1500:]}\nscript:\n{script}")
     latency = re.search(r"^latency average = ([\d.]+) ms", proc.stdout, re.M)
     done = re.search(r"^number of transactions actually processed: (\d+)", proc.stdout, re.M)
     failed = re.search(r"^number of failed transactions: (\d+)", proc.stdout, re.M)
@@ -783,7 +784,7 @@ def run_pgbench(
         "transactions": int(done.group(1)) if done else None,
         "failed": int(failed.group(1)) if failed else 0,
         "per_second": progress,
-        "command": " ".join(argv[:argv.index("-D")]) + " -D ...",
+        "command": " ".join([PGBENCH, *options, f"-D <{len(defines)} constants>", *conn_argv]),
     }
 
 

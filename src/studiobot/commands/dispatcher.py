@@ -78,8 +78,8 @@ class Dispatcher:
             ref = secrets.token_hex(3)
             log.exception("command /%s failed (ref %s)", name, ref)
             return Reply(
-                text=f"Something went wrong on our side (ref {ref}). Nothing was charged; "
-                "please try again.",
+                text=f"Something went wrong on our side (ref {ref}). Please try again; "
+                "/credits shows anything that was charged, and failed jobs are refunded.",
                 ephemeral=True,
                 data={"error": "internal", "ref": ref},
             )
