@@ -69,15 +69,13 @@ import logging
 import os
 import pstats
 import re
-import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -105,7 +103,10 @@ COST = 5
 DEADLINE_S = 900.0
 GRANT = 10**15
 LIMITS = Limits(max_active=10**9, max_per_hour=10**9)
-SQLITE_PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000, "synchronous": "FULL"}
+# What studiobot.db.engine sets on every SQLite connection; the raw side sets the same, and the values
+# read back from both connections must agree (checked).
+SQLITE_PRAGMAS = ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=10000", "synchronous=FULL")
+_PRAGMA_NAMES = tuple(p.split("=")[0] for p in SQLITE_PRAGMAS)
 _SQLITE_TS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?$")
 
 # Parameter roles: values that change per acceptance. Everything else is a constant.
@@ -309,7 +310,7 @@ async def capture_and_classify(db: Database, tag: str) -> tuple[Capture, list[li
     Raises:
         RuntimeError: When the two captures disagree (statements or parameter roles).
     """
-    directory, (uid_a,) = await create_users(db, bench_refs(1, f"capture-a-{tag}-"))
+    _, (uid_a,) = await create_users(db, bench_refs(1, f"capture-a-{tag}-"))
     for n in range(2):
         async with db.transaction() as conn:
             await lifecycle.enqueue(conn, make_job(uid_a, f"capture:{tag}:pre{n}"), LIMITS)
@@ -541,14 +542,9 @@ def run_raw_sqlite(
     """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA synchronous=FULL")
-        pragmas = {
-            name: conn.execute(f"PRAGMA {name}").fetchone()[0]
-            for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
-        }
+        for pragma in SQLITE_PRAGMAS:
+            conn.execute(f"PRAGMA {pragma}")
+        pragmas = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in _PRAGMA_NAMES}
         feeds = returning_roles(statements)
         plan = [
             (sql, [(r[1], None) if r[0] == "role" else (None, r[1]) for r in spec], feed, returns_rows(sql))
@@ -614,8 +610,7 @@ async def bench_sqlite(args: argparse.Namespace) -> dict[str, Any]:
             directory, user_ids = await create_users(db, refs)
             async with db.read() as conn:
                 ours_pragmas = {
-                    name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
-                    for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+                    name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar() for name in _PRAGMA_NAMES
                 }
             log.info("sqlite: ours, %d tasks, %.1fs warm-up + %.1fs", args.concurrency, args.warmup, args.seconds)
             ours = await run_ours(
@@ -645,6 +640,8 @@ async def bench_sqlite(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await check.dispose()
         log.info("sqlite: raw %.0f/s", raw.per_s)
+        if raw_pragmas != ours_pragmas:
+            raise RuntimeError(f"pragmas differ: ours {ours_pragmas}, raw {raw_pragmas}")
 
     return {
         "ours_per_s": round(ours.per_s, 1),
@@ -917,12 +914,21 @@ async def bench_postgres(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _positive_int(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per side (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per side (default 1)")
-    parser.add_argument("--concurrency", type=int, default=8, help="simulated users / pgbench clients")
+    # Whole seconds: pgbench's -T takes nothing else, and both sides must run equally long.
+    parser.add_argument("--seconds", type=_positive_int, default=5, help="measured seconds per side (default 5)")
+    parser.add_argument("--warmup", type=_positive_int, default=1, help="warm-up seconds per side (default 1)")
+    parser.add_argument("--concurrency", type=_positive_int, default=8, help="simulated users / pgbench clients")
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("STUDIOBOT_TEST_POSTGRES_URL", DEFAULT_PG_URL),
