@@ -22,7 +22,7 @@ It prints exactly one JSON line on stdout::
 What "ours" is
     The real code path. ``--concurrency`` asyncio tasks, each one simulated user, repeatedly resolve
     their identity with ``UserDirectory.user_id`` (cached after the first call, as in production) and
-    then run ``async with db.transaction() as conn: await lifecycle.enqueue(conn, NewJob(...), Limits(...))``
+    then run ``await db.run(lifecycle.enqueue, NewJob(...), Limits(...))``
     with a unique idempotency key, limits that never refuse, and a balance (granted up front with
     ``ledger.grant``) that never runs out. The ``Database`` is built with the application's defaults
     (SQLite: WAL, foreign keys, busy timeout, ``synchronous=FULL``, ``BEGIN IMMEDIATE`` plus the
@@ -172,8 +172,7 @@ async def create_users(db: Database, refs: list[UserRef]) -> tuple[UserDirectory
     ids = []
     for ref in refs:
         user_id = await directory.user_id(ref)
-        async with db.transaction() as conn:
-            await ledger.grant(conn, user_id, GRANT, key=f"bench-grant:{user_id}", note="bench")
+        await db.run(ledger.grant, user_id, GRANT, key=f"bench-grant:{user_id}", note="bench")
         ids.append(user_id)
     return directory, ids
 
@@ -226,12 +225,11 @@ async def capture_enqueue(db: Database, uid: int, key: str) -> Capture:
         else:
             cap.statements.append((statement, tuple(parameters or ())))
 
-    sync_engine = db.engine.sync_engine
+    sync_engine = db.write_engine
     event.listen(sync_engine, "before_cursor_execute", hook)
     try:
         cap.started = datetime.now(UTC)
-        async with db.transaction() as conn:
-            cap.job_id, cap.balance = await lifecycle.enqueue(conn, make_job(uid, key), LIMITS)
+        cap.job_id, cap.balance = await db.run(lifecycle.enqueue, make_job(uid, key), LIMITS)
         cap.ended = datetime.now(UTC)
     finally:
         event.remove(sync_engine, "before_cursor_execute", hook)
@@ -312,8 +310,7 @@ async def capture_and_classify(db: Database, tag: str) -> tuple[Capture, list[li
     """
     _, (uid_a,) = await create_users(db, bench_refs(1, f"capture-a-{tag}-"))
     for n in range(2):
-        async with db.transaction() as conn:
-            await lifecycle.enqueue(conn, make_job(uid_a, f"capture:{tag}:pre{n}"), LIMITS)
+        await db.run(lifecycle.enqueue, make_job(uid_a, f"capture:{tag}:pre{n}"), LIMITS)
     _, (uid_b,) = await create_users(db, bench_refs(1, f"capture-b-{tag}-"))
     first = await capture_enqueue(db, uid_b, f"capture:{tag}:b")
     second = await capture_enqueue(db, uid_a, f"capture:{tag}:a")
@@ -478,8 +475,7 @@ async def run_ours(
             began = time.perf_counter()
             user_id = await directory.user_id(ref)
             job = make_job(user_id, f"bench:{tag}:{index}:{n}")
-            async with db.transaction() as conn:
-                await lifecycle.enqueue(conn, job, LIMITS)
+            await db.run(lifecycle.enqueue, job, LIMITS)
             done = time.perf_counter()
             samples.append((done, done - began))
 

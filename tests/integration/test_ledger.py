@@ -7,6 +7,7 @@ import random
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from studiobot.billing import ledger
@@ -21,10 +22,12 @@ NO_LIMITS = Limits(max_active=10_000, max_per_hour=10_000)
 
 
 async def new_user(db: Database, name: str, welcome: int) -> int:
-    async with db.transaction() as conn:
-        user_id = await users.create_user(conn, "test", name, name)
-        await ledger.open_account(conn, user_id, welcome=welcome)
-    return user_id
+    def tx(conn: Connection) -> int:
+        user_id = users.create_user(conn, "test", name, name)
+        ledger.open_account(conn, user_id, welcome=welcome)
+        return user_id
+
+    return await db.run(tx)
 
 
 def job_for(user_id: int, cost: int, key: str) -> NewJob:
@@ -55,8 +58,7 @@ async def test_200_concurrent_reservations_by_20_users(db: Database) -> None:
 
     async def attempt(i: int, user_id: int, cost: int) -> int | None:
         try:
-            async with db.transaction() as conn:
-                job_id, balance = await lifecycle.enqueue(conn, job_for(user_id, cost, f"k{i}"), NO_LIMITS)
+            job_id, balance = await db.run(lifecycle.enqueue, job_for(user_id, cost, f"k{i}"), NO_LIMITS)
             assert balance >= 0
             return job_id
         except InsufficientCredits as refused:
@@ -84,8 +86,7 @@ async def test_reservation_never_overdraws_one_user_under_contention(db: Databas
 
     async def attempt(i: int) -> bool:
         try:
-            async with db.transaction() as conn:
-                await lifecycle.enqueue(conn, job_for(user_id, 3, f"solo{i}"), NO_LIMITS)
+            await db.run(lifecycle.enqueue, job_for(user_id, 3, f"solo{i}"), NO_LIMITS)
             return True
         except InsufficientCredits:
             return False
@@ -93,34 +94,29 @@ async def test_reservation_never_overdraws_one_user_under_contention(db: Databas
     outcomes = await asyncio.gather(*(attempt(i) for i in range(30)))
     assert sum(outcomes) == 3  # 10 credits cover exactly three 3-credit jobs
     async with db.read() as conn:
-        assert await ledger.balance_of(conn, user_id) == 1
+        assert await ledger.current_balance(conn, user_id) == 1
     await assert_books_balance(db)
 
 
 async def test_a_reservation_is_resolved_at_most_once(db: Database) -> None:
     user_id = await new_user(db, "once", welcome=10)
-    async with db.transaction() as conn:
-        job_id, _ = await lifecycle.enqueue(conn, job_for(user_id, 4, "once"), NO_LIMITS)
-    async with db.transaction() as conn:
-        assert await ledger.refund(conn, user_id, 4, job_id=job_id) == 10
+    job_id, _ = await db.run(lifecycle.enqueue, job_for(user_id, 4, "once"), NO_LIMITS)
+    assert await db.run(ledger.refund, user_id, 4, job_id=job_id) == 10
     for resolve in (ledger.refund, ledger.capture):
         with pytest.raises(IntegrityError):
-            async with db.transaction() as conn:
-                await resolve(conn, user_id, 4, job_id=job_id)
+            await db.run(resolve, user_id, 4, job_id=job_id)
     async with db.read() as conn:
-        assert await ledger.balance_of(conn, user_id) == 10
+        assert await ledger.current_balance(conn, user_id) == 10
     await assert_books_balance(db)
 
 
 async def test_same_invocation_creates_one_job_and_one_charge(db: Database) -> None:
     user_id = await new_user(db, "twice", welcome=10)
-    async with db.transaction() as conn:
-        await lifecycle.enqueue(conn, job_for(user_id, 2, "interaction-1"), NO_LIMITS)
+    await db.run(lifecycle.enqueue, job_for(user_id, 2, "interaction-1"), NO_LIMITS)
     with pytest.raises(IntegrityError):
-        async with db.transaction() as conn:
-            await lifecycle.enqueue(conn, job_for(user_id, 2, "interaction-1"), NO_LIMITS)
+        await db.run(lifecycle.enqueue, job_for(user_id, 2, "interaction-1"), NO_LIMITS)
     async with db.read() as conn:
-        assert await ledger.balance_of(conn, user_id) == 8
+        assert await ledger.current_balance(conn, user_id) == 8
     await assert_books_balance(db)
 
 
@@ -128,25 +124,22 @@ async def test_limits_refuse_without_trace(db: Database) -> None:
     user_id = await new_user(db, "busy", welcome=100)
     limits = Limits(max_active=2, max_per_hour=100)
     for i in range(2):
-        async with db.transaction() as conn:
-            await lifecycle.enqueue(conn, job_for(user_id, 1, f"busy{i}"), limits)
+        await db.run(lifecycle.enqueue, job_for(user_id, 1, f"busy{i}"), limits)
     with pytest.raises(LimitReached, match="limit is 2"):
-        async with db.transaction() as conn:
-            await lifecycle.enqueue(conn, job_for(user_id, 1, "busy-extra"), limits)
+        await db.run(lifecycle.enqueue, job_for(user_id, 1, "busy-extra"), limits)
     async with db.read() as conn:
-        assert await ledger.balance_of(conn, user_id) == 98
+        assert await ledger.current_balance(conn, user_id) == 98
         assert (await conn.execute(select(func.count()).select_from(Job))).scalar_one() == 2
     await assert_books_balance(db)
 
 
 async def test_grant_validates_and_history_is_newest_first(db: Database) -> None:
     user_id = await new_user(db, "hist", welcome=5)
-    async with db.transaction() as conn:
-        with pytest.raises(ValueError):
-            await ledger.grant(conn, user_id, 0, key="zero")
-        with pytest.raises(ValueError):
-            await ledger.grant(conn, user_id, 5, key="bad-kind", kind="reserve")
-        assert await ledger.grant(conn, user_id, 7, key="gift", kind="adjustment", note="gift") == 12
+    with pytest.raises(ValueError):
+        await db.run(ledger.grant, user_id, 0, key="zero")
+    with pytest.raises(ValueError):
+        await db.run(ledger.grant, user_id, 5, key="bad-kind", kind="reserve")
+    assert await db.run(ledger.grant, user_id, 7, key="gift", kind="adjustment", note="gift") == 12
     async with db.read() as conn:
         entries = await ledger.history(conn, user_id)
     assert [e.kind for e in entries] == ["adjustment", "grant"]

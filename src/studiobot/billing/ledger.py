@@ -11,8 +11,10 @@ Rules (reference-platform-rules.md section 2, after TigerBeetle's two-phase tran
   reservations can never both spend the same credit. A ``CHECK (balance >= 0)`` backs it up.
 * A reservation is resolved at most once: capture and refund share the key ``resolve:job:<id>``.
 
-Every function takes an open connection and runs inside the caller's transaction, so a reservation
-and the job it pays for commit together or not at all.
+Every function takes an open connection and runs inside the caller's transaction (see
+``Database.run``), so a reservation and the job it pays for commit together or not at all. They are
+synchronous on purpose: a transaction runs whole in one hop to the database, and the hot ones use
+statements built once at import, with bound parameters.
 """
 
 from __future__ import annotations
@@ -20,13 +22,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from studiobot.db.models import CreditAccount, CreditEntry, utcnow
 from studiobot.errors import InsufficientCredits
 
 GRANT_KINDS = frozenset({"grant", "purchase", "adjustment", "pass"})
+
+_accounts = CreditAccount.__table__
+_entries = CreditEntry.__table__
+
+_RESERVE = (
+    update(_accounts)
+    .where(_accounts.c.user_id == bindparam("uid"), _accounts.c.balance >= bindparam("cost"))
+    .values(balance=_accounts.c.balance - bindparam("cost"), updated_at=bindparam("now"))
+    .returning(_accounts.c.balance)
+)
+_MOVE = (
+    update(_accounts)
+    .where(_accounts.c.user_id == bindparam("uid"))
+    .values(balance=_accounts.c.balance + bindparam("delta"), updated_at=bindparam("now"))
+    .returning(_accounts.c.balance)
+)
+_APPEND = insert(_entries)
+_BALANCE = select(_accounts.c.balance).where(_accounts.c.user_id == bindparam("uid"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +68,15 @@ def resolve_key(job_id: int) -> str:
     return f"resolve:job:{job_id}"
 
 
-async def open_account(conn: AsyncConnection, user_id: int, *, welcome: int) -> None:
+def open_account(conn: Connection, user_id: int, *, welcome: int) -> None:
     """Create the user's account, granting ``welcome`` credits (if any) as its first entry."""
-    await conn.execute(insert(CreditAccount).values(user_id=user_id, balance=0, updated_at=utcnow()))
+    conn.execute(insert(_accounts).values(user_id=user_id, balance=0, updated_at=utcnow()))
     if welcome > 0:
-        await grant(conn, user_id, welcome, key=f"welcome:{user_id}", note="welcome credits")
+        grant(conn, user_id, welcome, key=f"welcome:{user_id}", note="welcome credits")
 
 
-async def grant(
-    conn: AsyncConnection, user_id: int, amount: int, *, key: str, kind: str = "grant", note: str = ""
+def grant(
+    conn: Connection, user_id: int, amount: int, *, key: str, kind: str = "grant", note: str = ""
 ) -> int:
     """Add ``amount`` (> 0) credits. Returns the balance after.
 
@@ -65,12 +86,12 @@ async def grant(
     """
     if amount <= 0 or kind not in GRANT_KINDS:
         raise ValueError(f"grant needs a positive amount and a kind in {sorted(GRANT_KINDS)}")
-    balance = await _move(conn, user_id, amount)
-    await _append(conn, user_id, kind, amount, balance, key=key, note=note)
+    balance = _move(conn, user_id, amount)
+    _append(conn, user_id, kind, amount, balance, key=key, note=note)
     return balance
 
 
-async def reserve(conn: AsyncConnection, user_id: int, cost: int, *, job_id: int, key: str) -> int:
+def reserve(conn: Connection, user_id: int, cost: int, *, job_id: int, key: str) -> int:
     """Hold ``cost`` credits for a job. Returns the balance after.
 
     A zero cost (the user's own key pays) still locks the account row, which serialises one user's
@@ -80,83 +101,74 @@ async def reserve(conn: AsyncConnection, user_id: int, cost: int, *, job_id: int
         InsufficientCredits: When the balance is below ``cost``; the caller's transaction must roll
             back, which leaves no trace of the attempt.
     """
-    result = await conn.execute(
-        update(CreditAccount)
-        .where(CreditAccount.user_id == user_id, CreditAccount.balance >= cost)
-        .values(balance=CreditAccount.balance - cost, updated_at=utcnow())
-        .returning(CreditAccount.balance)
-    )
-    balance = result.scalar_one_or_none()
+    now = utcnow()
+    balance = conn.execute(_RESERVE, {"uid": user_id, "cost": cost, "now": now}).scalar_one_or_none()
     if balance is None:
-        raise InsufficientCredits(needed=cost, available=await balance_of(conn, user_id))
+        raise InsufficientCredits(needed=cost, available=balance_of(conn, user_id))
     if cost > 0:
-        await _append(conn, user_id, "reserve", -cost, balance, key=key, job_id=job_id)
+        _append(conn, user_id, "reserve", -cost, balance, key=key, job_id=job_id, now=now)
     return balance
 
 
-async def capture(conn: AsyncConnection, user_id: int, cost: int, *, job_id: int) -> int:
+def capture(conn: Connection, user_id: int, cost: int, *, job_id: int) -> int:
     """Mark a job's reservation as spent (an entry of amount 0). Returns the balance.
 
     Raises:
         sqlalchemy.exc.IntegrityError: When the reservation was already captured or refunded.
     """
-    balance = await _move(conn, user_id, 0)
+    balance = _move(conn, user_id, 0)
     if cost > 0:
-        await _append(conn, user_id, "capture", 0, balance, key=resolve_key(job_id), job_id=job_id)
+        _append(conn, user_id, "capture", 0, balance, key=resolve_key(job_id), job_id=job_id)
     return balance
 
 
-async def refund(conn: AsyncConnection, user_id: int, cost: int, *, job_id: int, note: str = "") -> int:
+def refund(conn: Connection, user_id: int, cost: int, *, job_id: int, note: str = "") -> int:
     """Give a job's reserved credits back. Returns the balance after.
 
     Raises:
         sqlalchemy.exc.IntegrityError: When the reservation was already captured or refunded.
     """
-    balance = await _move(conn, user_id, cost)
+    balance = _move(conn, user_id, cost)
     if cost > 0:
-        await _append(
-            conn, user_id, "refund", cost, balance, key=resolve_key(job_id), job_id=job_id, note=note
-        )
+        _append(conn, user_id, "refund", cost, balance, key=resolve_key(job_id), job_id=job_id, note=note)
     return balance
 
 
-async def balance_of(conn: AsyncConnection, user_id: int) -> int:
+def balance_of(conn: Connection, user_id: int) -> int:
     """The user's current balance (0 when they have no account yet)."""
-    result = await conn.execute(select(CreditAccount.balance).where(CreditAccount.user_id == user_id))
-    return result.scalar_one_or_none() or 0
+    return conn.execute(_BALANCE, {"uid": user_id}).scalar_one_or_none() or 0
 
 
 async def history(conn: AsyncConnection, user_id: int, *, limit: int = 10) -> list[Entry]:
-    """The user's newest ``limit`` entries, newest first."""
+    """The user's newest ``limit`` entries, newest first (a read: takes an async connection)."""
     result = await conn.execute(
         select(
-            CreditEntry.id,
-            CreditEntry.kind,
-            CreditEntry.amount,
-            CreditEntry.balance_after,
-            CreditEntry.job_id,
-            CreditEntry.note,
-            CreditEntry.created_at,
+            _entries.c.id,
+            _entries.c.kind,
+            _entries.c.amount,
+            _entries.c.balance_after,
+            _entries.c.job_id,
+            _entries.c.note,
+            _entries.c.created_at,
         )
-        .where(CreditEntry.user_id == user_id)
-        .order_by(CreditEntry.id.desc())
+        .where(_entries.c.user_id == user_id)
+        .order_by(_entries.c.id.desc())
         .limit(limit)
     )
     return [Entry(*row) for row in result]
 
 
-async def _move(conn: AsyncConnection, user_id: int, amount: int) -> int:
-    result = await conn.execute(
-        update(CreditAccount)
-        .where(CreditAccount.user_id == user_id)
-        .values(balance=CreditAccount.balance + amount, updated_at=utcnow())
-        .returning(CreditAccount.balance)
-    )
-    return result.scalar_one()
+async def current_balance(conn: AsyncConnection, user_id: int) -> int:
+    """The user's current balance, for reads (0 when they have no account yet)."""
+    return (await conn.execute(_BALANCE, {"uid": user_id})).scalar_one_or_none() or 0
 
 
-async def _append(
-    conn: AsyncConnection,
+def _move(conn: Connection, user_id: int, delta: int) -> int:
+    return conn.execute(_MOVE, {"uid": user_id, "delta": delta, "now": utcnow()}).scalar_one()
+
+
+def _append(
+    conn: Connection,
     user_id: int,
     kind: str,
     amount: int,
@@ -165,16 +177,18 @@ async def _append(
     key: str,
     job_id: int | None = None,
     note: str = "",
+    now: datetime | None = None,
 ) -> None:
-    await conn.execute(
-        insert(CreditEntry).values(
-            user_id=user_id,
-            kind=kind,
-            amount=amount,
-            balance_after=balance_after,
-            job_id=job_id,
-            idempotency_key=key,
-            note=note,
-            created_at=utcnow(),
-        )
+    conn.execute(
+        _APPEND,
+        {
+            "user_id": user_id,
+            "kind": kind,
+            "amount": amount,
+            "balance_after": balance_after,
+            "job_id": job_id,
+            "idempotency_key": key,
+            "note": note,
+            "created_at": now or utcnow(),
+        },
     )

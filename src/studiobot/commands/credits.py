@@ -22,7 +22,7 @@ async def show_credits(inv: Invocation, deps: Deps) -> Reply:
     """Reply (ephemerally) with the caller's balance and their last 10 entries."""
     user_id = await deps.users.user_id(inv.user)
     async with deps.db.read() as conn:
-        balance = await ledger.balance_of(conn, user_id)
+        balance = await ledger.current_balance(conn, user_id)
         entries = await ledger.history(conn, user_id, limit=10)
     lines = [f"Balance: {fmt(balance)}."]
     if entries:

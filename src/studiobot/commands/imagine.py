@@ -6,7 +6,7 @@ from sqlalchemy.exc import IntegrityError
 
 from studiobot.commands.contract import Invocation, Param, Reply
 from studiobot.commands.deps import Deps
-from studiobot.commands.presenter import job_reply
+from studiobot.commands.presenter import Accepted, job_reply
 from studiobot.errors import BadInput
 from studiobot.providers.base import ASPECT_RATIOS, ImageRequest
 from studiobot.scheduler import lifecycle
@@ -81,8 +81,7 @@ async def imagine(inv: Invocation, deps: Deps) -> Reply:
     )
     limits = Limits(max_active=settings.max_active_jobs_per_user, max_per_hour=settings.max_jobs_per_hour)
     try:
-        async with deps.db.transaction() as conn:
-            job_id, balance = await lifecycle.enqueue(conn, new_job, limits)
+        job_id, balance = await deps.db.run(lifecycle.enqueue, new_job, limits)
     except IntegrityError:
         # The same invocation arrived again (a retried interaction or update): show the first job.
         async with deps.db.read() as conn:
@@ -93,7 +92,9 @@ async def imagine(inv: Invocation, deps: Deps) -> Reply:
         return job_reply(job, assets, deps.store)
     deps.job_queued()
     async with deps.db.read() as conn:
-        job = await lifecycle.get(conn, job_id)
-        position = await lifecycle.queue_position(conn, job_id)
-    assert job is not None
-    return job_reply(job, [], deps.store, balance=balance, position=position or None)
+        position = await lifecycle.queue_position(conn, job_id)  # 0 once a worker has taken it
+    accepted = Accepted(
+        id=job_id, prompt=prompt, params=new_job.params, provider=new_job.provider,
+        model=new_job.model, cost=cost,
+    )
+    return job_reply(accepted, [], deps.store, balance=balance, position=position or None)

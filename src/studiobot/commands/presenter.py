@@ -7,7 +7,8 @@ job reads the same wherever it is shown.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Row
 
@@ -38,7 +39,38 @@ def progress_bar(fraction: float | None, width: int = 10) -> str:
     return f"[{'#' * filled}{'-' * (width - filled)}] {round(fraction * 100)}%"
 
 
-def job_reply(job: JobRow, assets: Sequence[Row[Any]], store: LocalStore, **extra: Any) -> Reply:
+class JobLike(Protocol):
+    """What rendering needs of a job: a database row, or :class:`Accepted` before one is read."""
+
+    id: int
+    status: str
+    prompt: str
+    params: Mapping[str, Any]
+    provider: str
+    model: str
+    cost: int
+    progress: float | None
+    error_code: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A job as it was when ``/imagine`` accepted it (the worker may already have moved it on)."""
+
+    id: int
+    prompt: str
+    params: Mapping[str, Any]
+    provider: str
+    model: str
+    cost: int
+    status: str = "queued"
+    progress: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+def job_reply(job: JobLike, assets: Sequence[Row[Any]], store: LocalStore, **extra: Any) -> Reply:
     """Render ``job`` (any state) with its assets as a Reply.
 
     ``extra`` is merged into ``Reply.data`` (e.g. ``balance`` or ``position``).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from studiobot.billing import ledger
@@ -38,9 +39,9 @@ class UserDirectory:
             user_id = await users.find_user_id(conn, *key)
         if user_id is None:
             try:
-                async with self._db.transaction() as conn:
-                    user_id = await users.create_user(conn, *key, ref.display_name or ref.platform_user_id)
-                    await ledger.open_account(conn, user_id, welcome=self._welcome)
+                user_id = await self._db.run(
+                    _create, key, ref.display_name or ref.platform_user_id, self._welcome
+                )
             except IntegrityError:
                 # Created concurrently by another request of the same person: use theirs.
                 async with self._db.read() as conn:
@@ -51,3 +52,9 @@ class UserDirectory:
             self._cache.clear()
         self._cache[key] = user_id
         return user_id
+
+
+def _create(conn: Connection, key: tuple[str, str], display_name: str, welcome: int) -> int:
+    user_id = users.create_user(conn, *key, display_name)
+    ledger.open_account(conn, user_id, welcome=welcome)
+    return user_id

@@ -2,84 +2,110 @@
 
 SQLite rules (reference-platform-rules.md section 2c): WAL, foreign keys on, a busy timeout, and every
 read-then-write transaction opened with ``BEGIN IMMEDIATE`` so it takes the write lock up front instead
-of failing with SQLITE_BUSY half way. Within one process, writers also queue on an asyncio lock: SQLite
-has one writer anyway, and waiting on a lock is far cheaper than SQLite's sleeping busy handler.
+of failing with SQLITE_BUSY half way. Within one process all writes run on one thread, so they queue
+there instead of in SQLite's sleeping busy handler; other processes still meet the busy timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import SingletonThreadPool
 
-_READONLY = "studiobot_readonly"
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Database:
-    """One engine plus the two ways to use it: :meth:`transaction` (writes) and :meth:`read`.
+    """One database, used two ways: :meth:`run` for write transactions and :meth:`read` for reads.
+
+    A write transaction is a plain synchronous function ``fn(conn, *args)`` that :meth:`run`
+    executes whole, committing on return and rolling back on an exception. That keeps the hot paths
+    to one hop per transaction instead of one per statement: on PostgreSQL ``fn`` runs through
+    ``AsyncConnection.run_sync`` (one greenlet); on SQLite it runs on a single dedicated writer
+    thread with a plain ``sqlite3`` connection, which is also SQLite's own one-writer rule.
 
     Args:
         url: SQLAlchemy async URL (``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://...``).
         sqlite_synchronous: SQLite ``synchronous`` pragma (FULL keeps every commit durable).
         echo: Log SQL (debugging only).
-        connect_args: Extra driver arguments (tests pass a PostgreSQL ``search_path``).
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        sqlite_synchronous: str = "FULL",
-        echo: bool = False,
-        connect_args: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False) -> None:
         parsed = make_url(url)
         self.url = url
         self.dialect = parsed.get_backend_name()
-        kwargs: dict[str, Any] = {"echo": echo, "connect_args": connect_args or {}}
         if self.dialect == "postgresql":
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        self._write_lock: asyncio.Lock | None = None
-        if self.dialect == "sqlite":
-            self._write_lock = asyncio.Lock()
-            _configure_sqlite(self.engine, sqlite_synchronous)
+            # No pre-ping: it costs a round trip per transaction. Connections are recycled instead,
+            # and a connection found dead is invalidated by SQLAlchemy on first use.
+            self.engine: AsyncEngine = create_async_engine(
+                url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800
+            )
+            self._writer: ThreadPoolExecutor | None = None
+            self._sync_engine: Engine | None = None
+        elif self.dialect == "sqlite":
+            self.engine = create_async_engine(url, echo=echo)
+            _configure_sqlite(self.engine.sync_engine, sqlite_synchronous, begin="BEGIN")
+            self._sync_engine = create_engine(
+                parsed.set(drivername="sqlite"), echo=echo, poolclass=SingletonThreadPool
+            )
+            _configure_sqlite(self._sync_engine, sqlite_synchronous, begin="BEGIN IMMEDIATE")
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        else:
+            raise ValueError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
 
     @property
     def is_postgres(self) -> bool:
         """True on PostgreSQL (row locks with SKIP LOCKED are available)."""
         return self.dialect == "postgresql"
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A read-write transaction, committed on normal exit and rolled back on an exception."""
-        lock = self._write_lock if self._write_lock is not None else nullcontext()
-        async with lock:
+    @property
+    def write_engine(self) -> Engine:
+        """The synchronous engine write transactions run on (for instrumentation such as benchmarks)."""
+        return self._sync_engine if self._sync_engine is not None else self.engine.sync_engine
+
+    async def run(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` as one write transaction and return its result.
+
+        Raises:
+            Whatever ``fn`` raises, after the transaction was rolled back.
+        """
+        if self._writer is None:
             async with self.engine.begin() as conn:
-                yield conn
+                return await conn.run_sync(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, partial(self._write, fn, *args, **kwargs))
+
+    def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as conn:
+            return fn(conn, *args, **kwargs)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction: on SQLite a deferred one, so it never waits for the write lock."""
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(**{_READONLY: True})
-            async with conn.begin():
-                yield conn
+        """A read-only transaction (on SQLite a deferred one: it never waits for the writer)."""
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
 
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every connection and the writer thread."""
         await self.engine.dispose()
+        if self._writer is not None:
+            assert self._sync_engine is not None
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._sync_engine.dispose)
+            self._writer.shutdown(wait=True)
 
 
-def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
-    sync_engine = engine.sync_engine
-
-    @event.listens_for(sync_engine, "connect")
+def _configure_sqlite(engine: Engine, synchronous: str, *, begin: str) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the sqlite3 module so we can say BEGIN IMMEDIATE ourselves.
         dbapi_connection.isolation_level = None
@@ -90,7 +116,6 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
 
-    @event.listens_for(sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        readonly = conn.get_execution_options().get(_READONLY, False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from studiobot.db.models import Identity, User, utcnow
@@ -18,20 +19,18 @@ async def find_user_id(conn: AsyncConnection, platform: str, platform_user_id: s
     return result.scalar_one_or_none()
 
 
-async def create_user(
-    conn: AsyncConnection, platform: str, platform_user_id: str, display_name: str
-) -> int:
+def create_user(conn: Connection, platform: str, platform_user_id: str, display_name: str) -> int:
     """Create a user with this identity and return its id.
 
     Raises:
         sqlalchemy.exc.IntegrityError: When another transaction created the identity first.
     """
     now = utcnow()
-    result = await conn.execute(
+    result = conn.execute(
         insert(User).values(display_name=display_name[:100], created_at=now).returning(User.id)
     )
     user_id = result.scalar_one()
-    await conn.execute(
+    conn.execute(
         insert(Identity).values(
             user_id=user_id, platform=platform, platform_user_id=platform_user_id, created_at=now
         )

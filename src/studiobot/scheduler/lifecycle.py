@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from studiobot.billing import ledger
@@ -32,7 +32,20 @@ from studiobot.db.models import ACTIVE_STATUSES, Asset, Job, JobEvent, utcnow
 from studiobot.errors import LimitReached
 
 JobRow = Row[Any]
-_ALL = tuple(Job.__table__.c)
+_jobs = Job.__table__
+_ALL = tuple(_jobs.c)
+
+# The accept path's statements, built once (building them per call costs more than running them).
+_INSERT_JOB = insert(_jobs).returning(_jobs.c.id)
+_INSERT_EVENT = insert(JobEvent.__table__)
+_LIMITS = select(
+    select(func.count())
+    .where(_jobs.c.user_id == bindparam("uid"), _jobs.c.status.in_(ACTIVE_STATUSES))
+    .scalar_subquery(),
+    select(func.count())
+    .where(_jobs.c.user_id == bindparam("uid"), _jobs.c.created_at >= bindparam("since"))
+    .scalar_subquery(),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,60 +91,37 @@ class NewAsset:
     nsfw: bool | None
 
 
-async def enqueue(conn: AsyncConnection, job: NewJob, limits: Limits) -> tuple[int, int]:
-    """Insert a queued job and reserve its cost, inside the caller's transaction.
+def enqueue(conn: Connection, job: NewJob, limits: Limits) -> tuple[int, int]:
+    """Insert a queued job and reserve its cost: a transaction function for ``Database.run``.
 
     The reservation's conditional UPDATE locks the user's account row, so the limit check after it
-    sees every concurrent acceptance of the same user (PostgreSQL) or runs alone (SQLite).
+    sees every concurrent acceptance of the same user (PostgreSQL) or runs alone (SQLite). This is
+    the hot path of every ``/imagine``: five statements, all built once at import.
 
     Returns:
         (job id, balance after the reservation).
 
     Raises:
-        InsufficientCredits: Not enough credits (roll back: nothing stays behind).
+        InsufficientCredits: Not enough credits (the transaction rolls back: nothing stays behind).
         LimitReached: Too many active jobs or too many jobs this hour.
         sqlalchemy.exc.IntegrityError: The idempotency key was used (the same invocation again).
     """
     now = utcnow()
-    result = await conn.execute(
-        insert(Job)
-        .values(
-            user_id=job.user_id,
-            kind="image",
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
-            params=job.params,
-            provider=job.provider,
-            model=job.model,
-            key_source=job.key_source,
-            cost=job.cost,
-            status="queued",
-            attempts=0,
-            polls=0,
-            due_at=now,
-            deadline_at=now + timedelta(seconds=job.deadline_s),
-            origin_platform=job.origin_platform,
-            origin_chat=job.origin_chat,
-            idempotency_key=job.idempotency_key,
-            created_at=now,
-        )
-        .returning(Job.id)
-    )
-    job_id = result.scalar_one()
-    balance = await ledger.reserve(
-        conn, job.user_id, job.cost, job_id=job_id, key=f"reserve:job:{job_id}"
-    )
-    active, last_hour = (
-        await conn.execute(
-            select(
-                select(func.count())
-                .where(Job.user_id == job.user_id, Job.status.in_(ACTIVE_STATUSES))
-                .scalar_subquery(),
-                select(func.count())
-                .where(Job.user_id == job.user_id, Job.created_at >= now - timedelta(hours=1))
-                .scalar_subquery(),
-            )
-        )
+    job_id = conn.execute(
+        _INSERT_JOB,
+        {
+            "user_id": job.user_id, "kind": "image", "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt, "params": job.params, "provider": job.provider,
+            "model": job.model, "key_source": job.key_source, "cost": job.cost, "status": "queued",
+            "attempts": 0, "polls": 0, "due_at": now,
+            "deadline_at": now + timedelta(seconds=job.deadline_s),
+            "origin_platform": job.origin_platform, "origin_chat": job.origin_chat,
+            "idempotency_key": job.idempotency_key, "created_at": now,
+        },
+    ).scalar_one()
+    balance = ledger.reserve(conn, job.user_id, job.cost, job_id=job_id, key=f"reserve:job:{job_id}")
+    active, last_hour = conn.execute(
+        _LIMITS, {"uid": job.user_id, "since": now - timedelta(hours=1)}
     ).one()
     if active > limits.max_active:
         raise LimitReached(
@@ -143,7 +133,7 @@ async def enqueue(conn: AsyncConnection, job: NewJob, limits: Limits) -> tuple[i
             f"You have started {limits.max_per_hour} images in the last hour, the hourly limit. "
             "Please try again a little later."
         )
-    await _event(conn, job_id, "queued", f"{job.provider}/{job.model} cost={job.cost}")
+    _event(conn, job_id, "queued", f"{job.provider}/{job.model} cost={job.cost}", now=now)
     return job_id, balance
 
 
@@ -178,9 +168,10 @@ async def claim_queued(
         .limit(batch)
         .with_for_update(skip_locked=True)
     )
-    async with db.transaction() as conn:
+
+    def tx(conn: Connection) -> list[JobRow]:
         rows = (
-            await conn.execute(
+            conn.execute(
                 update(Job)
                 .where(Job.id.in_(candidates.scalar_subquery()), Job.status == "queued")
                 .values(
@@ -193,8 +184,10 @@ async def claim_queued(
             )
         ).all()
         for row in rows:
-            await _event(conn, row.id, "claimed", f"worker={worker_id} attempt={row.attempts}")
-    return rows
+            _event(conn, row.id, "claimed", f"worker={worker_id} attempt={row.attempts}")
+        return rows
+
+    return await db.run(tx)
 
 
 async def claim_due_polls(
@@ -214,9 +207,10 @@ async def claim_due_polls(
         .limit(batch)
         .with_for_update(skip_locked=True)
     )
-    async with db.transaction() as conn:
+
+    def tx(conn: Connection) -> list[JobRow]:
         return (
-            await conn.execute(
+            conn.execute(
                 update(Job)
                 .where(Job.id.in_(candidates.scalar_subquery()), Job.status == "running")
                 .values(
@@ -228,18 +222,23 @@ async def claim_due_polls(
             )
         ).all()
 
+    return await db.run(tx)
+
 
 async def mark_submitted(db: Database, job_id: int, worker_id: str, task_id: str, due_at: datetime) -> bool:
     """Record an asynchronous task id and release our lease; False if the job is no longer ours."""
-    async with db.transaction() as conn:
-        result = await conn.execute(
+
+    def tx(conn: Connection) -> bool:
+        result = conn.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == "running", Job.lease_owner == worker_id)
             .values(provider_task_id=task_id, due_at=due_at, lease_owner=None, lease_expires_at=None)
         )
         if result.rowcount:
-            await _event(conn, job_id, "submitted", f"task={task_id[:80]}")
+            _event(conn, job_id, "submitted", f"task={task_id[:80]}")
         return bool(result.rowcount)
+
+    return await db.run(tx)
 
 
 async def record_poll(
@@ -250,21 +249,25 @@ async def record_poll(
     values: dict[str, Any] = {"due_at": due_at, "lease_owner": None, "lease_expires_at": None}
     if progress is not None:
         values["progress"] = progress
-    async with db.transaction() as conn:
-        result = await conn.execute(
+
+    def tx(conn: Connection) -> bool:
+        result = conn.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == "running", Job.lease_owner == worker_id)
             .values(**values)
         )
         if result.rowcount and note:
-            await _event(conn, job_id, "poll-retry", note)
+            _event(conn, job_id, "poll-retry", note)
         return bool(result.rowcount)
+
+    return await db.run(tx)
 
 
 async def retry_later(db: Database, job_id: int, worker_id: str, due_at: datetime, reason: str) -> bool:
     """Put a job whose submission failed retryably back in the queue until ``due_at``."""
-    async with db.transaction() as conn:
-        result = await conn.execute(
+
+    def tx(conn: Connection) -> bool:
+        result = conn.execute(
             update(Job)
             .where(
                 Job.id == job_id,
@@ -275,8 +278,10 @@ async def retry_later(db: Database, job_id: int, worker_id: str, due_at: datetim
             .values(status="queued", due_at=due_at, lease_owner=None, lease_expires_at=None)
         )
         if result.rowcount:
-            await _event(conn, job_id, "retry", reason)
+            _event(conn, job_id, "retry", reason)
         return bool(result.rowcount)
+
+    return await db.run(tx)
 
 
 async def succeed(db: Database, job_id: int, assets: Sequence[NewAsset]) -> bool:
@@ -287,9 +292,10 @@ async def succeed(db: Database, job_id: int, assets: Sequence[NewAsset]) -> bool
         then nothing is written and the result is dropped.
     """
     now = utcnow()
-    async with db.transaction() as conn:
+
+    def tx(conn: Connection) -> bool:
         row = (
-            await conn.execute(
+            conn.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == "running")
                 .values(
@@ -302,7 +308,7 @@ async def succeed(db: Database, job_id: int, assets: Sequence[NewAsset]) -> bool
         if row is None:
             return False
         if assets:
-            await conn.execute(
+            conn.execute(
                 insert(Asset),
                 [
                     dict(
@@ -314,9 +320,11 @@ async def succeed(db: Database, job_id: int, assets: Sequence[NewAsset]) -> bool
                     for a in assets
                 ],
             )
-        await ledger.capture(conn, row.user_id, row.cost, job_id=job_id)
-        await _event(conn, job_id, "succeeded", f"{sum(a.kind == 'image' for a in assets)} images")
-    return True
+        ledger.capture(conn, row.user_id, row.cost, job_id=job_id)
+        _event(conn, job_id, "succeeded", f"{sum(a.kind == 'image' for a in assets)} images")
+        return True
+
+    return await db.run(tx)
 
 
 async def fail(db: Database, job_id: int, code: str, message: str) -> bool:
@@ -332,9 +340,10 @@ async def cancel(db: Database, job_id: int, *, from_statuses: Sequence[str]) -> 
 async def _end(
     db: Database, job_id: int, status: str, code: str, message: str, from_statuses: Sequence[str]
 ) -> bool:
-    async with db.transaction() as conn:
+
+    def tx(conn: Connection) -> bool:
         row = (
-            await conn.execute(
+            conn.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status.in_(from_statuses))
                 .values(
@@ -346,9 +355,11 @@ async def _end(
         ).one_or_none()
         if row is None:
             return False
-        await ledger.refund(conn, row.user_id, row.cost, job_id=job_id, note=f"{status}: {code}")
-        await _event(conn, job_id, status, f"{code}: {message[:200]}")
-    return True
+        ledger.refund(conn, row.user_id, row.cost, job_id=job_id, note=f"{status}: {code}")
+        _event(conn, job_id, status, f"{code}: {message[:200]}")
+        return True
+
+    return await db.run(tx)
 
 
 async def overdue(db: Database, *, now: datetime | None = None, limit: int = 100) -> list[int]:
@@ -383,8 +394,9 @@ async def stale_submissions(db: Database, *, now: datetime | None = None, limit:
 async def requeue_stale(db: Database, job_id: int, *, now: datetime | None = None) -> bool:
     """Give a dead worker's unsubmitted job back to the queue (conditional on it still being stale)."""
     now = now or utcnow()
-    async with db.transaction() as conn:
-        result = await conn.execute(
+
+    def tx(conn: Connection) -> bool:
+        result = conn.execute(
             update(Job)
             .where(
                 Job.id == job_id,
@@ -395,8 +407,10 @@ async def requeue_stale(db: Database, job_id: int, *, now: datetime | None = Non
             .values(status="queued", due_at=now, lease_owner=None, lease_expires_at=None)
         )
         if result.rowcount:
-            await _event(conn, job_id, "recovered", "lease expired before submission finished")
+            _event(conn, job_id, "recovered", "lease expired before submission finished")
         return bool(result.rowcount)
+
+    return await db.run(tx)
 
 
 async def unnotified(
@@ -420,10 +434,13 @@ async def unnotified(
 
 async def mark_notified(db: Database, job_id: int) -> None:
     """Record that the user was told of the job's terminal state."""
-    async with db.transaction() as conn:
-        await conn.execute(
+
+    def tx(conn: Connection) -> None:
+        conn.execute(
             update(Job).where(Job.id == job_id, Job.notified_at.is_(None)).values(notified_at=utcnow())
         )
+
+    return await db.run(tx)
 
 
 async def is_notified(db: Database, job_id: int) -> bool:
@@ -457,7 +474,8 @@ async def assets_of(conn: AsyncConnection, job_id: int) -> list[Row[Any]]:
     return result.all()
 
 
-async def _event(conn: AsyncConnection, job_id: int, kind: str, detail: str = "") -> None:
-    await conn.execute(
-        insert(JobEvent).values(job_id=job_id, kind=kind, detail=detail[:2000], created_at=utcnow())
+def _event(conn: Connection, job_id: int, kind: str, detail: str = "", *, now: datetime | None = None) -> None:
+    conn.execute(
+        _INSERT_EVENT,
+        {"job_id": job_id, "kind": kind, "detail": detail[:2000], "created_at": now or utcnow()},
     )
