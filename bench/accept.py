@@ -87,6 +87,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from studiobot.billing import ledger
+from studiobot.cli import run_async
 from studiobot.commands.contract import UserRef
 from studiobot.commands.users import UserDirectory
 from studiobot.db.engine import Database
@@ -964,4 +965,4 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     # Alembic configures its own logging on upgrade; keep it quiet on stderr.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    print(json.dumps(asyncio.run(main())), flush=True)
+    print(json.dumps(run_async(main())), flush=True)
