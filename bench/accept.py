@@ -318,9 +318,12 @@ async def capture_and_classify(db: Database, tag: str) -> tuple[Capture, list[li
     roles = classify(first)
     if [s for s, _ in first.statements] != [s for s, _ in second.statements] or roles != classify(second):
         raise RuntimeError("two captures of enqueue() disagree; the parameter classification is unsafe")
-    for needed in (UID, JOB_ID, JOB_KEY):
-        if not any(("role", needed) in r for r in roles):
-            raise RuntimeError(f"no parameter carries the {needed}; enqueue() changed shape?")
+    # The job id is a parameter only where a later statement is fed from the job INSERT (SQLite);
+    # PostgreSQL's single CTE statement uses it inside the statement.
+    needed = (UID, JOB_KEY, JOB_ID) if JOB_ID in returning_roles(first.statements) else (UID, JOB_KEY)
+    for role in needed:
+        if not any(("role", role) in r for r in roles):
+            raise RuntimeError(f"no parameter carries the {role}; enqueue() changed shape?")
     return first, roles
 
 
@@ -334,7 +337,8 @@ def returning_roles(statements: list[tuple[str, tuple[Any, ...]]]) -> list[str |
         Per statement: ``"job_id"``, ``"balance"`` or None.
 
     Raises:
-        RuntimeError: When the INSERT INTO jobs or the credit UPDATE with RETURNING is missing.
+        RuntimeError: When only one of the INSERT INTO jobs and the credit UPDATE with RETURNING is
+            there, or either is there twice.
     """
     out: list[str | None] = []
     for sql, _ in statements:
@@ -345,8 +349,11 @@ def returning_roles(statements: list[tuple[str, tuple[Any, ...]]]) -> list[str |
             out.append(BALANCE)
         else:
             out.append(None)
-    if out.count(JOB_ID) != 1 or out.count(BALANCE) != 1:
-        raise RuntimeError("expected one INSERT INTO jobs ... RETURNING and one UPDATE credit_accounts ... RETURNING")
+    if out.count(JOB_ID) > 1 or out.count(BALANCE) > 1 or (JOB_ID in out) != (BALANCE in out):
+        raise RuntimeError(
+            "expected one INSERT INTO jobs ... RETURNING and one UPDATE credit_accounts ... RETURNING, "
+            "or neither (one WITH statement doing both)"
+        )
     return out
 
 
