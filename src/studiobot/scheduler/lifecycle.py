@@ -96,7 +96,8 @@ _ACCEPT_PG = text(
 
 _LIMITS = select(
     select(func.count())
-    .where(_jobs.c.user_id == bindparam("uid"), _jobs.c.status.in_(ACTIVE_STATUSES))
+    # OR of equalities, not IN: an IN list is re-expanded on every execution.
+    .where(_jobs.c.user_id == bindparam("uid"), or_(*(_jobs.c.status == st for st in ACTIVE_STATUSES)))
     .scalar_subquery(),
     select(func.count())
     .where(_jobs.c.user_id == bindparam("uid"), _jobs.c.created_at >= bindparam("since"))
