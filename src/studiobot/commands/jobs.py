@@ -5,6 +5,7 @@ from __future__ import annotations
 from studiobot.commands.contract import Invocation, Param, Reply
 from studiobot.commands.deps import Deps
 from studiobot.commands.presenter import credits, job_reply
+from studiobot.db.models import TERMINAL_STATUSES
 from studiobot.errors import NotFound, UserError
 from studiobot.providers.errors import ProviderError
 from studiobot.scheduler import lifecycle
@@ -39,7 +40,7 @@ async def cancel_job(inv: Invocation, deps: Deps) -> Reply:
     first; a synchronous one being generated right now cannot be stopped.
     """
     job = await _own_job(inv, deps)
-    if job.status in ("succeeded", "failed", "cancelled"):
+    if job.status in TERMINAL_STATUSES:
         raise UserError(f"Job #{job.id} has already {job.status}; there is nothing to cancel.")
     cancelled = await lifecycle.cancel(deps.db, job.id, from_statuses=("queued",))
     if not cancelled:

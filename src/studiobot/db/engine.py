@@ -72,11 +72,6 @@ class Database:
             raise ValueError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
 
     @property
-    def is_postgres(self) -> bool:
-        """True on PostgreSQL (row locks with SKIP LOCKED are available)."""
-        return self.dialect == "postgresql"
-
-    @property
     def write_engine(self) -> Engine:
         """The synchronous engine write transactions run on (for instrumentation such as benchmarks)."""
         return self._sync_engine if self._sync_engine is not None else self.engine.sync_engine

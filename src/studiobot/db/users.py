@@ -37,8 +37,3 @@ def create_user(conn: Connection, platform: str, platform_user_id: str, display_
     )
     return user_id
 
-
-async def display_name(conn: AsyncConnection, user_id: int) -> str:
-    """The user's display name ('' when unknown)."""
-    result = await conn.execute(select(User.display_name).where(User.id == user_id))
-    return result.scalar_one_or_none() or ""
