@@ -71,7 +71,7 @@ class Finisher:
         poll (result URLs stay valid for a while); anything else unusable fails the job.
         """
         try:
-            cleaned = [await self._clean(image) for image in result.images]
+            cleaned = list(await asyncio.gather(*(self._clean(image) for image in result.images)))
             assets = await asyncio.to_thread(self._store_all, cleaned, result.images)
         except DownloadError as exc:
             if exc.retryable and job.provider_task_id:

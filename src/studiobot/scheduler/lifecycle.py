@@ -50,14 +50,14 @@ _ALL = tuple(_jobs.c)
 # The accept path's statements, built once (building them per call costs more than running them).
 _INSERT_JOB = insert(_jobs).returning(_jobs.c.id)
 _INSERT_EVENT = insert(JobEvent.__table__)
-# PostgreSQL accepts in one statement what takes four elsewhere: data-modifying CTEs reserve the
-# credits (locking the account row), insert the job, its reserve entry and its event. Nothing is
-# inserted when the balance is short (no row comes back). Round trips, not SQL, are the cost here.
+RESERVE_PREFIX = "reserve:job:"  # + job id: the idempotency key of a job's reservation entry
 _ACCEPT_TEXT_PARAMS = (
     "prompt", "negative_prompt", "provider", "model", "key_source", "origin_platform",
     "idempotency_key", "detail", "reserve_prefix",
 )
-RESERVE_PREFIX = "reserve:job:"  # + job id: the idempotency key of a job's reservation entry
+# PostgreSQL accepts in one statement what takes four elsewhere: data-modifying CTEs reserve the
+# credits (locking the account row), insert the job, its reserve entry and its event. Nothing is
+# inserted when the balance is short (no row comes back). Round trips, not SQL, are the cost here.
 _ACCEPT_PG = text(
     """
     WITH r AS (
@@ -254,8 +254,15 @@ async def claim_queued(
                 .returning(*_ALL)
             )
         ).all()
-        for row in rows:
-            _event(conn, row.id, "claimed", f"worker={worker_id} attempt={row.attempts}")
+        if rows:
+            conn.execute(
+                _INSERT_EVENT,
+                [
+                    {"job_id": row.id, "kind": "claimed", "created_at": now,
+                     "detail": f"worker={worker_id} attempt={row.attempts}"}
+                    for row in rows
+                ],
+            )
         return rows
 
     return await db.run(tx)
@@ -433,17 +440,17 @@ async def _end(
     return await db.run(tx)
 
 
-async def overdue(db: Database, *, now: datetime | None = None, limit: int = 100) -> list[int]:
-    """Ids of active jobs past their deadline."""
+async def overdue(db: Database, *, now: datetime | None = None, limit: int = 100) -> list[JobRow]:
+    """Active jobs past their deadline."""
     now = now or utcnow()
     async with db.read() as conn:
         result = await conn.execute(
-            select(Job.id)
+            select(*_ALL)
             .where(Job.status.in_(ACTIVE_STATUSES), Job.deadline_at < now)
             .order_by(Job.deadline_at)
             .limit(limit)
         )
-        return list(result.scalars())
+        return result.all()
 
 
 async def stale_submissions(db: Database, *, now: datetime | None = None, limit: int = 100) -> list[JobRow]:
@@ -486,11 +493,12 @@ async def requeue_stale(db: Database, job_id: int, *, now: datetime | None = Non
 
 async def unnotified(
     db: Database, platforms: Sequence[str], *, older_than: datetime, limit: int = 50
-) -> list[int]:
-    """Terminal jobs from ``platforms`` whose user was never told, finished before ``older_than``."""
+) -> list[tuple[int, str]]:
+    """(id, origin platform) of terminal jobs from ``platforms`` whose user was never told,
+    finished before ``older_than``."""
     async with db.read() as conn:
         result = await conn.execute(
-            select(Job.id)
+            select(Job.id, Job.origin_platform)
             .where(
                 Job.status.not_in(ACTIVE_STATUSES),
                 Job.notified_at.is_(None),
@@ -500,7 +508,7 @@ async def unnotified(
             .order_by(Job.id)
             .limit(limit)
         )
-        return list(result.scalars())
+        return [(row.id, row.origin_platform) for row in result]
 
 
 async def mark_notified(db: Database, job_id: int) -> None:

@@ -91,12 +91,9 @@ class Notifier:
         """Deliver terminal jobs nobody was told about (e.g. finished just before a crash)."""
         if self._listener is None:
             return 0
-        ids = await lifecycle.unnotified(
+        forgotten = await lifecycle.unnotified(
             self._db, self._platforms, older_than=utcnow() - timedelta(seconds=grace_s)
         )
-        for job_id in ids:
-            async with self._db.read() as conn:
-                job = await lifecycle.get(conn, job_id)
-            if job is not None:
-                await self.finished(job_id, job.origin_platform)
-        return len(ids)
+        for job_id, platform in forgotten:
+            await self.finished(job_id, platform)
+        return len(forgotten)

@@ -14,6 +14,7 @@ from studiobot.providers.errors import ProviderError
 from studiobot.providers.router import Router
 from studiobot.scheduler import lifecycle
 from studiobot.scheduler.finisher import Finisher
+from studiobot.scheduler.lifecycle import JobRow
 from studiobot.scheduler.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ class Recovery:
 
     async def run_once(self) -> None:
         """One pass: expire overdue jobs, requeue orphaned ones, deliver forgotten results."""
-        for job_id in await lifecycle.overdue(self._db):
-            await self._expire(job_id)
+        for job in await lifecycle.overdue(self._db):
+            await self._expire(job)
         for job in await lifecycle.stale_submissions(self._db):
             if job.attempts >= self._max_attempts:
                 await self._finisher.fail(
@@ -62,15 +63,11 @@ class Recovery:
                 await lifecycle.requeue_stale(self._db, job.id)
         await self._notifier.sweep()
 
-    async def _expire(self, job_id: int) -> None:
-        async with self._db.read() as conn:
-            job = await lifecycle.get(conn, job_id)
-        if job is None:
-            return
+    async def _expire(self, job: JobRow) -> None:
         await self._finisher.fail(job, "deadline", self._deadline_message)
         if job.provider_task_id:
             try:
                 provider = self._router.provider(job.provider)
                 await provider.cancel(job.provider_task_id, self._router.key_for(job.provider, job.key_source))
             except ProviderError as error:
-                log.info("job %s: provider cancel after deadline failed: %s", job_id, error.detail)
+                log.info("job %s: provider cancel after deadline failed: %s", job.id, error.detail)
