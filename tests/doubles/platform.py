@@ -17,8 +17,11 @@ class RecordingOutbox:
 
     delivered: list[tuple[ChatRef, Reply]] = field(default_factory=list)
 
-    async def deliver(self, chat: ChatRef, reply: Reply) -> str | None:
+    recipients: list[str | None] = field(default_factory=list)
+
+    async def deliver(self, chat: ChatRef, reply: Reply, *, recipient: str | None = None) -> str | None:
         self.delivered.append((chat, reply))
+        self.recipients.append(recipient)
         return f"msg-{len(self.delivered)}"
 
     def results_for(self, job_id: int) -> list[Reply]:

@@ -96,7 +96,7 @@ BAD_INPUT = [
     ("/imagine a fox --count 4", "This needs 4 credits and you have 3."),
     ("/frobnicate", "Unknown command /frobnicate. Try /help."),
     ("/job abc", "job_id must be a whole number, not 'abc'."),
-    ("/job 1", "You have no job #1."),
+    ("/job 1", "Job #1 is not one of yours."),
     ("/gallery 0", "page must be a whole number at least 1, not 0."),
 ]
 
@@ -114,7 +114,7 @@ async def test_other_users_jobs_are_invisible(shell) -> None:
     ada = await shell("/imagine a private sketch\n", user="ada")
     job_id = ada[0]["data"]["job_id"]
     bob = await shell(f"/job {job_id}\n/cancel {job_id}\n/gallery\n", user="bob")
-    assert [r["text"] for r in bob[:2]] == [f"You have no job #{job_id}."] * 2
+    assert [r["text"] for r in bob[:2]] == [f"Job #{job_id} is not one of yours."] * 2
     assert bob[2]["data"]["items"] == []
 
 
@@ -148,5 +148,5 @@ async def test_asynchronous_offline_provider_reports_progress_then_the_result(sh
     kinds = [r["type"] for r in records]
     assert kinds[0] == "reply" and kinds[-1] == "result" and "progress" in kinds
     progress = next(r for r in records if r["type"] == "progress")
-    assert 0 <= progress["data"]["progress"] < 1 and "Job #1: [" in progress["text"]
+    assert 0 <= progress["data"]["progress"] < 1 and progress["text"].startswith("Job #1: “a slow sunrise” [")
     assert records[-1]["data"]["status"] == "succeeded"

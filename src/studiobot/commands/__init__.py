@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from studiobot.commands import gallery, help, imagine, jobs
+from studiobot.commands import gallery, help, imagine, jobs, results
 from studiobot.commands.contract import CommandSpec
 from studiobot.commands.credits import show_credits
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("imagine", "Make images from a text prompt.", imagine.imagine, imagine.PARAMS),
-    CommandSpec("credits", "Your balance and latest credit movements.", show_credits),
-    CommandSpec("job", "A job's status and result.", jobs.show_job, (jobs.JOB_ID,)),
-    CommandSpec("cancel", "Cancel a job that has not finished (refunded).", jobs.cancel_job, (jobs.JOB_ID,)),
-    CommandSpec("gallery", "Your images, newest first.", gallery.gallery, gallery.PARAMS),
-    CommandSpec("help", "What studiobot can do.", help.show_help, help.PARAMS),
+    CommandSpec("credits", "Your balance and latest credit movements.", show_credits, ephemeral=True),
+    CommandSpec("job", "A job's status and result.", jobs.show_job, (jobs.JOB_ID,), ephemeral=True),
+    CommandSpec("cancel", "Cancel a job that has not finished (refunded).", jobs.cancel_job,
+                (jobs.JOB_ID,), ephemeral=True),
+    CommandSpec("reroll", "Make a job's prompt again with a new seed.", results.reroll, (jobs.JOB_ID,)),
+    CommandSpec("upscale", "A larger version of one image of a job.", results.upscale,
+                (jobs.JOB_ID, results.INDEX)),
+    CommandSpec("vary", "Variations of one image of a job.", results.vary, (jobs.JOB_ID, results.INDEX)),
+    CommandSpec("favorite", "Add a job's images to your favourites (again to remove).", results.favorite,
+                (jobs.JOB_ID, results.OPTIONAL_INDEX), ephemeral=True),
+    CommandSpec("share", "Show a job's images in this community's gallery.", results.share,
+                (jobs.JOB_ID,), where="group", ephemeral=True),
+    CommandSpec("delete", "Delete a job's images (yours, or any here if you are an admin).",
+                results.delete, (jobs.JOB_ID,)),
+    CommandSpec("gallery", "Your images, newest first.", gallery.gallery, gallery.PARAMS, ephemeral=True),
+    CommandSpec("help", "What studiobot can do.", help.show_help, help.PARAMS, ephemeral=True),
 )

@@ -30,12 +30,22 @@ class UserRef:
 
 @dataclass(frozen=True, slots=True)
 class ChatRef:
-    """Where: a conversation. ``community_id`` is the guild or group id when there is one."""
+    """Where: a conversation.
+
+    Attributes:
+        platform: ``discord``, ``telegram`` or ``shell``.
+        chat_id: The platform's channel or chat id.
+        kind: Private chat, group, or a server's channel.
+        community_id: The guild or group id when there is one.
+        reply_to: The platform's id of what later answers belong to (a Discord interaction, a
+            Telegram message), so a result can land in place; no secret is ever stored here.
+    """
 
     platform: str
     chat_id: str
     kind: ChatKind = "dm"
     community_id: str | None = None
+    reply_to: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form, stored as a job's origin."""
@@ -44,12 +54,16 @@ class ChatRef:
             "chat_id": self.chat_id,
             "kind": self.kind,
             "community_id": self.community_id,
+            "reply_to": self.reply_to,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChatRef:
         """Inverse of :meth:`to_dict`."""
-        return cls(data["platform"], data["chat_id"], data.get("kind", "dm"), data.get("community_id"))
+        return cls(
+            data["platform"], data["chat_id"], data.get("kind", "dm"), data.get("community_id"),
+            data.get("reply_to"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +78,7 @@ class Invocation:
         invocation_id: Platform-unique id of this invocation (interaction id, update id...), used as
             the idempotency key of whatever the command creates.
         is_admin: The platform says the user administers this community.
+        is_operator: The user is one of the bot's operators (settings).
     """
 
     user: UserRef
@@ -72,6 +87,7 @@ class Invocation:
     args: Mapping[str, Any]
     invocation_id: str
     is_admin: bool = False
+    is_operator: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +118,8 @@ class Reply:
         buttons: Buttons under the message.
         ephemeral: Only the caller should see it (Discord ephemeral; elsewhere a DM or as is).
         private: Deliver only in a private chat (keys, payment links).
+        replaces_source: When the command came from a button, this reply takes the place of the
+            message holding the button (e.g. after the images were deleted).
         data: Machine-readable facts (job id, status, balance...) for scripts and the JSON shell.
     """
 
@@ -110,6 +128,7 @@ class Reply:
     buttons: Sequence[Button] = ()
     ephemeral: bool = False
     private: bool = False
+    replaces_source: bool = False
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -119,12 +138,22 @@ class Outbox(Protocol):
     Must work from a process with no gateway connection (DESIGN.md section 2).
     """
 
-    async def deliver(self, chat: ChatRef, reply: Reply) -> str | None:
-        """Send ``reply`` to ``chat``; returns a message reference for later updates, if any."""
+    async def deliver(self, chat: ChatRef, reply: Reply, *, recipient: str | None = None) -> str | None:
+        """Send ``reply`` to ``chat``; returns a message reference for later updates, if any.
+
+        Args:
+            chat: Where the work was asked for (a job's origin).
+            reply: What to show.
+            recipient: The platform user id of the person it is for: mentioned in a shared
+                channel, and the fallback for a direct message when the channel refuses.
+        """
         ...
 
 
 Handler = Callable[[Invocation, "Deps"], Awaitable[Reply]]
+#: Suggests values for a parameter as the user types (Discord autocomplete), given the arguments
+#: typed so far (raw text, possibly partial) and the text of the parameter being typed.
+Suggest = Callable[[Mapping[str, Any], str, "Deps"], Sequence[str]]
 Where = Literal["anywhere", "dm", "group"]
 Who = Literal["anyone", "admin", "operator"]
 
@@ -144,6 +173,8 @@ class Param:
         rest: Takes the free text after the command (at most one per command).
         positional: May be given by position (``/job 12``) rather than as a flag.
         aliases: Other flag names (``ar`` for ``aspect``).
+        suggest: Offers values as the user types, where the platform supports it; the values
+            come from the configuration (e.g. the providers and their aspect ratios).
     """
 
     name: str
@@ -157,11 +188,23 @@ class Param:
     rest: bool = False
     positional: bool = False
     aliases: tuple[str, ...] = ()
+    suggest: Suggest | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
-    """A command: the one table every platform's command list is generated from."""
+    """A command: the one table every platform's command list is generated from.
+
+    Attributes:
+        name: Command name without the slash.
+        summary: One line for help and the platform's command list.
+        handler: The function that runs it.
+        params: Its parameters, in order.
+        where: Where it may run: anywhere, only in a private chat, or only in a group.
+        who: Who may run it: anyone, the community's admins, or the bot's operators.
+        ephemeral: Its answers are for the caller only (balances, personal lists); platforms that
+            must choose before the answer exists (a Discord defer) use this.
+    """
 
     name: str
     summary: str
@@ -169,6 +212,7 @@ class CommandSpec:
     params: tuple[Param, ...] = ()
     where: Where = "anywhere"
     who: Who = "anyone"
+    ephemeral: bool = False
 
     def usage(self) -> str:
         """One-line usage, e.g. ``/job <job_id>`` or ``/imagine <prompt> [--aspect ...]``."""

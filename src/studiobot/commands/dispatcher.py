@@ -70,6 +70,7 @@ class Dispatcher:
                 args=convert_args(spec, raw_args),
                 invocation_id=invocation_id,
                 is_admin=is_admin,
+                is_operator=self.is_operator(user),
             )
             return await spec.handler(inv, self.deps)
         except UserError as error:

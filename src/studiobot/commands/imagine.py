@@ -2,32 +2,55 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
+from collections.abc import Mapping
+from typing import Any
 
 from studiobot.commands.contract import Invocation, Param, Reply
 from studiobot.commands.deps import Deps
-from studiobot.commands.presenter import Accepted, job_reply
-from studiobot.errors import BadInput
+from studiobot.commands.queueing import queue_job
+from studiobot.errors import BadInput, UserError
 from studiobot.providers.base import ASPECT_RATIOS, ImageRequest
-from studiobot.scheduler import lifecycle
-from studiobot.scheduler.lifecycle import Limits, NewJob
+
+
+
+def suggest_providers(typed: Mapping[str, Any], current: str, deps: Deps) -> list[str]:
+    """Configured providers whose name starts with what was typed."""
+    return [name for name in deps.router.names if name.startswith(current.strip().lower())]
+
+
+def suggest_models(typed: Mapping[str, Any], current: str, deps: Deps) -> list[str]:
+    """Models of the chosen (or default) provider matching what was typed."""
+    try:
+        provider = deps.router.route(typed.get("provider") or None, None).provider
+    except UserError:
+        return []
+    return [m for m in provider.capabilities.models if current.strip().lower() in m.lower()]
+
+
+def suggest_aspects(typed: Mapping[str, Any], current: str, deps: Deps) -> list[str]:
+    """Aspect ratios the chosen provider and model support, matching what was typed."""
+    try:
+        route = deps.router.route(typed.get("provider") or None, typed.get("model") or None)
+    except UserError:
+        return list(ASPECT_RATIOS)
+    return [a for a in route.provider.capabilities.aspects_for(route.model) if a.startswith(current.strip())]
+
 
 PARAMS = (
     Param("prompt", str, "What to draw", required=True, rest=True),
-    Param("aspect", str, "Aspect ratio", choices=ASPECT_RATIOS, aliases=("ar",)),
+    Param("aspect", str, "Aspect ratio", choices=ASPECT_RATIOS, aliases=("ar",), suggest=suggest_aspects),
     Param("count", int, "How many images (1-4)", min_value=1, max_value=4, aliases=("n",)),
-    Param("provider", str, "Which image provider"),
-    Param("model", str, "Which model of the provider"),
+    Param("provider", str, "Which image provider", suggest=suggest_providers),
+    Param("model", str, "Which model of the provider", suggest=suggest_models),
     Param("negative", str, "What to avoid", aliases=("no",)),
     Param("seed", int, "Seed for repeatable results", min_value=0, max_value=2**32 - 1),
 )
 
 
 async def imagine(inv: Invocation, deps: Deps) -> Reply:
-    """Queue an image job and reply with its place, cost and balance.
+    """Validate the options against the provider's capabilities, then queue the job.
 
-    Nothing is charged unless the job is stored; a repeated invocation (same invocation id) returns
-    the job it created the first time instead of a second one.
+    Nothing is charged unless the job is stored (see :func:`~studiobot.commands.queueing.queue_job`).
     """
     settings = deps.settings
     prompt = " ".join(inv.args["prompt"].split())
@@ -63,38 +86,4 @@ async def imagine(inv: Invocation, deps: Deps) -> Reply:
     request = ImageRequest(
         prompt=prompt, aspect=aspect, count=count, model=route.model, negative_prompt=negative, seed=seed
     )
-    cost = route.provider.price(request)
-    user_id = await deps.users.user_id(inv.user)
-    new_job = NewJob(
-        user_id=user_id,
-        prompt=prompt,
-        negative_prompt=negative,
-        params={"aspect": aspect, "count": count, "seed": seed},
-        provider=route.provider.name,
-        model=route.model,
-        key_source=route.key_source,
-        cost=cost,
-        origin_platform=inv.chat.platform,
-        origin_chat=inv.chat.to_dict(),
-        idempotency_key=f"{inv.chat.platform}:{inv.invocation_id}",
-        deadline_s=settings.job_deadline_s,
-    )
-    limits = Limits(max_active=settings.max_active_jobs_per_user, max_per_hour=settings.max_jobs_per_hour)
-    try:
-        job_id, balance = await deps.db.run(lifecycle.enqueue, new_job, limits)
-    except IntegrityError:
-        # The same invocation arrived again (a retried interaction or update): show the first job.
-        async with deps.db.read() as conn:
-            job = await lifecycle.get_by_key(conn, new_job.idempotency_key)
-            if job is None:
-                raise
-            assets = await lifecycle.assets_of(conn, job.id)
-        return job_reply(job, assets, deps.store)
-    deps.job_queued()
-    async with deps.db.read() as conn:
-        position = await lifecycle.queue_position(conn, job_id)  # 0 once a worker has taken it
-    accepted = Accepted(
-        id=job_id, prompt=prompt, params=new_job.params, provider=new_job.provider,
-        model=new_job.model, cost=cost,
-    )
-    return job_reply(accepted, [], deps.store, balance=balance, position=position or None)
+    return await queue_job(inv, deps, route, request, {"aspect": aspect, "count": count, "seed": seed})

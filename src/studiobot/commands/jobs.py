@@ -14,19 +14,24 @@ from studiobot.scheduler.lifecycle import JobRow
 JOB_ID = Param("job_id", int, "The job's number", required=True, positional=True, min_value=1)
 
 
-async def _own_job(inv: Invocation, deps: Deps) -> JobRow:
+async def own_job(inv: Invocation, deps: Deps) -> JobRow:
+    """The caller's job ``inv.args["job_id"]``.
+
+    Raises:
+        NotFound: No such job, or it belongs to someone else (one answer for both).
+    """
     user_id = await deps.users.user_id(inv.user)
     async with deps.db.read() as conn:
         job = await lifecycle.get(conn, inv.args["job_id"])
     if job is None or job.user_id != user_id:
         # Same answer for "missing" and "someone else's": job ids must not reveal anything.
-        raise NotFound(f"You have no job #{inv.args['job_id']}.")
+        raise NotFound(f"Job #{inv.args['job_id']} is not one of yours.")
     return job
 
 
 async def show_job(inv: Invocation, deps: Deps) -> Reply:
     """Reply with a job's status, and its images when it succeeded."""
-    job = await _own_job(inv, deps)
+    job = await own_job(inv, deps)
     async with deps.db.read() as conn:
         assets = await lifecycle.assets_of(conn, job.id)
         position = await lifecycle.queue_position(conn, job.id) if job.status == "queued" else None
@@ -39,7 +44,7 @@ async def cancel_job(inv: Invocation, deps: Deps) -> Reply:
     A queued job is cancelled at once. A submitted asynchronous job is cancelled at its provider
     first; a synchronous one being generated right now cannot be stopped.
     """
-    job = await _own_job(inv, deps)
+    job = await own_job(inv, deps)
     if job.status in TERMINAL_STATUSES:
         raise UserError(f"Job #{job.id} has already {job.status}; there is nothing to cancel.")
     cancelled = await lifecycle.cancel(deps.db, job.id, from_statuses=("queued",))

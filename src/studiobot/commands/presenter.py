@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Row
 
 from studiobot.commands.contract import Button, ChatRef, ImageRef, Outbox, Reply
+from studiobot.db import users
 from studiobot.db.engine import Database
 from studiobot.media.store import LocalStore
 from studiobot.providers.base import Progress
@@ -91,16 +92,20 @@ def job_reply(job: JobLike, assets: Sequence[Row[Any]], store: LocalStore, **ext
     }
     buttons: list[Button] = []
     refs: list[ImageRef] = []
-    if job.status == "succeeded":
-        seeds = ", ".join(str(a.seed) for a in images if a.seed is not None)
-        lines = [f"{head} is ready.", what + (f", seed {seeds}" if seeds else ""),
+    if job.status == "succeeded" and not images:
+        lines = [f"{head}: its images were deleted."]
+    elif job.status == "succeeded":
+        seeds = [a.seed for a in images if a.seed is not None]
+        seed_text = ", ".join(str(seed) for seed in seeds)
+        lines = [f"{head} is ready.", what + (f", seed {seed_text}" if seeds else ""),
                  f"Cost {credits(job.cost)}."]
         refs = [ImageRef(store.path_for(a.storage_key), "image", f"{job.id}-{a.position}") for a in images]
         if grid is not None:
             refs.insert(0, ImageRef(store.path_for(grid.storage_key), "grid", f"{job.id}-grid"))
         data["images"] = [str(r.path) for r in refs if r.kind == "image"]
         data["grid"] = str(store.path_for(grid.storage_key)) if grid is not None else None
-        buttons.append(Button("Details", f"job {job.id}"))
+        data["seeds"] = seeds
+        buttons = result_buttons(job.id, [a.position for a in images])
     elif job.status in ("failed", "cancelled"):
         verb = "failed" if job.status == "failed" else "was cancelled"
         refund = f" {credits(job.cost)} refunded." if job.cost else ""
@@ -120,6 +125,20 @@ def job_reply(job: JobLike, assets: Sequence[Row[Any]], store: LocalStore, **ext
     return Reply(text="\n".join(line for line in lines if line), images=refs, buttons=buttons, data=data)
 
 
+def result_buttons(job_id: int, positions: Sequence[int]) -> list[Button]:
+    """The buttons under a finished job: U1-U4 and V1-V4 (one per image), re-roll, favourite,
+    share and delete, in the order platforms lay them out (rows of at most five)."""
+    buttons = [Button(f"U{n}", f"upscale {job_id} {n}") for n in positions]
+    buttons += [Button(f"V{n}", f"vary {job_id} {n}") for n in positions]
+    buttons += [
+        Button("🔄 Re-roll", f"reroll {job_id}", "primary"),
+        Button("★ Favorite", f"favorite {job_id}"),
+        Button("Share", f"share {job_id}"),
+        Button("Delete", f"delete {job_id}", "danger"),
+    ]
+    return buttons
+
+
 class JobPresenter:
     """The scheduler's :class:`~studiobot.scheduler.notify.JobListener`: renders and delivers.
 
@@ -133,6 +152,7 @@ class JobPresenter:
         self._db = db
         self._store = store
         self._outboxes = dict(outboxes)
+        self._recipients: dict[tuple[int, str], str | None] = {}
 
     @property
     def platforms(self) -> tuple[str, ...]:
@@ -143,10 +163,13 @@ class JobPresenter:
         """Tell the user how far a running job is."""
         stage = f" ({progress.stage})" if progress.stage else ""
         reply = Reply(
-            text=f"Job #{job.id}: {progress_bar(progress.fraction)}{stage}",
+            text=f"Job #{job.id}: “{short(job.prompt)}” {progress_bar(progress.fraction)}{stage}",
+            buttons=[Button("Cancel", f"cancel {job.id}", "danger")],
             data={"job_id": job.id, "status": "running", "progress": progress.fraction},
         )
-        await self._outboxes[job.origin_platform].deliver(ChatRef.from_dict(job.origin_chat), reply)
+        await self._outboxes[job.origin_platform].deliver(
+            ChatRef.from_dict(job.origin_chat), reply, recipient=await self._recipient(job)
+        )
 
     async def job_finished(self, job_id: int) -> None:
         """Deliver a terminal job's result (or failure) to the chat it came from."""
@@ -156,4 +179,16 @@ class JobPresenter:
                 return
             assets = await lifecycle.assets_of(conn, job_id)
         reply = job_reply(job, assets, self._store)
-        await self._outboxes[job.origin_platform].deliver(ChatRef.from_dict(job.origin_chat), reply)
+        await self._outboxes[job.origin_platform].deliver(
+            ChatRef.from_dict(job.origin_chat), reply, recipient=await self._recipient(job)
+        )
+
+    async def _recipient(self, job: JobRow) -> str | None:
+        # Identities never change once made, so one cached read per user and platform.
+        key = (job.user_id, job.origin_platform)
+        if key not in self._recipients:
+            async with self._db.read() as conn:
+                self._recipients[key] = await users.platform_user_id(conn, *key)
+            if len(self._recipients) > 100_000:
+                self._recipients.clear()
+        return self._recipients[key]

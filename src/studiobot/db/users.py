@@ -19,6 +19,14 @@ async def find_user_id(conn: AsyncConnection, platform: str, platform_user_id: s
     return result.scalar_one_or_none()
 
 
+async def platform_user_id(conn: AsyncConnection, user_id: int, platform: str) -> str | None:
+    """The user's account id on ``platform`` (to address them there), or None if they have none."""
+    result = await conn.execute(
+        select(Identity.platform_user_id).where(Identity.user_id == user_id, Identity.platform == platform)
+    )
+    return result.scalars().first()
+
+
 def create_user(conn: Connection, platform: str, platform_user_id: str, display_name: str) -> int:
     """Create a user with this identity and return its id.
 

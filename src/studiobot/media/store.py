@@ -96,6 +96,17 @@ class LocalStore:
         """
         return self.path_for(key).read_bytes()
 
+    def delete(self, key: str) -> None:
+        """Remove the object stored under ``key``; nothing happens when there is none.
+
+        Callers must first make sure no asset still refers to ``key`` (objects are shared by
+        content).
+
+        Raises:
+            ValueError: ``key`` escapes the store (see :meth:`path_for`).
+        """
+        self.path_for(key).unlink(missing_ok=True)
+
     @staticmethod
     def _write_atomically(path: Path, data: bytes) -> None:
         # The temporary file sits in the destination folder so os.replace stays on one

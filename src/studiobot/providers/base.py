@@ -10,15 +10,37 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 #: Aspect ratios the commands accept, in the order they are offered to users.
 ASPECT_RATIOS: tuple[str, ...] = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")
 
+Operation = Literal["generate", "upscale", "variation"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceImage:
+    """The earlier result an upscale or a variation starts from.
+
+    Vendors differ in what they need: Midjourney-style APIs take their own task id and the image's
+    position, others take the seed or the picture itself, so all three are carried.
+
+    Attributes:
+        task_id: The provider's task id of the job that made the image, when it had one.
+        index: The image's position in that job, 1-4.
+        seed: The image's seed, when known.
+        storage_key: The stored file (``LocalStore`` key), for providers that upload the picture.
+    """
+
+    task_id: str | None
+    index: int
+    seed: int | None = None
+    storage_key: str | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class ImageRequest:
-    """One text-to-image request, already validated against the provider's capabilities.
+    """One image request (text to image, upscale or variation), already validated against the provider's capabilities.
 
     Attributes:
         prompt: What to draw (non-empty, within the configured length limit).
@@ -28,6 +50,9 @@ class ImageRequest:
         negative_prompt: What to avoid, or None.
         seed: Seed for reproducible output, or None for the provider's choice.
         webhook_url: Where an asynchronous provider may report completion, or None to rely on polls.
+        operation: ``generate`` (text to image), ``upscale`` (one larger image of ``source``) or
+            ``variation`` (``count`` new takes on ``source``).
+        source: The image an upscale or variation starts from; None for ``generate``.
     """
 
     prompt: str
@@ -37,6 +62,8 @@ class ImageRequest:
     negative_prompt: str | None = None
     seed: int | None = None
     webhook_url: str | None = None
+    operation: Operation = "generate"
+    source: SourceImage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +81,8 @@ class Capabilities:
         webhooks: True when the provider can call ``webhook_url`` on completion.
         model_aspects: Per-model aspect ratios where a model supports fewer than ``aspects``.
         model_max_images: Per-model image limits where a model allows fewer than ``max_images``.
+        upscale: True when the provider can make a larger version of one of its results.
+        variations: True when the provider can make variations of one of its results.
     """
 
     models: tuple[str, ...]
@@ -66,6 +95,12 @@ class Capabilities:
     webhooks: bool = False
     model_aspects: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     model_max_images: Mapping[str, int] = field(default_factory=dict)
+    upscale: bool = False
+    variations: bool = False
+
+    def supports(self, operation: Operation) -> bool:
+        """Whether the provider can perform ``operation``."""
+        return {"generate": True, "upscale": self.upscale, "variation": self.variations}[operation]
 
     def aspects_for(self, model: str) -> tuple[str, ...]:
         """Aspect ratios ``model`` supports."""

@@ -5,6 +5,9 @@ lines) derived from a hash of the request, so the same request always gives the 
 different prompts or seeds give visibly different pictures. The prompt is written in a caption
 band together with the words "offline stand-in", so nobody mistakes it for a real AI image.
 
+Upscales redraw the same composition (same seed) at twice the size, as a real upscaler keeps the
+picture and adds pixels; variations are new compositions from seeds derived from the source's.
+
 With ``delay > 0`` it behaves like an asynchronous vendor: ``submit`` answers a task id and
 ``poll`` reports progress until ``delay`` seconds have passed. The task id carries the whole
 request and the submit time, so a task survives a process restart without any stored state.
@@ -92,6 +95,8 @@ class OfflineProvider:
             negative_prompt=True,
             seed=True,
             webhooks=False,
+            upscale=True,
+            variations=True,
         )
 
     def price(self, request: ImageRequest) -> int:
@@ -137,7 +142,7 @@ class OfflineProvider:
         """Nothing to release: the offline provider holds no connections."""
 
     async def _finish(self, task: _Task) -> Finished:
-        size = image_size(task.aspect, self._base_size)
+        size = image_size(task.aspect, self._base_size * task.scale)
         # Drawing and PNG encoding take milliseconds of CPU per image; keep the event loop free.
         pngs = await asyncio.to_thread(
             lambda: [
@@ -163,19 +168,29 @@ class _Task:
     aspect: str
     count: int
     submitted_at: float
+    scale: int = 1
 
     @classmethod
     def from_request(cls, request: ImageRequest, *, submitted_at: float) -> _Task:
         if request.model not in ("", MODEL):
             raise BadRequest(f"unknown offline model {request.model[:40]!r}")
         seed = request.seed if request.seed is not None else _seed_from_prompt(request.prompt)
+        count, scale = request.count, 1
+        if request.operation != "generate":
+            if request.source is None or request.source.seed is None:
+                raise BadRequest(f"an offline {request.operation} needs the source image's seed")
+            if request.operation == "upscale":
+                seed, count, scale = request.source.seed, 1, 2
+            else:
+                seed = _derived_seed(request.source.seed, request.seed or 0)
         task = cls(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             seed=seed,
             aspect=request.aspect,
-            count=request.count,
+            count=count,
             submitted_at=float(submitted_at),
+            scale=scale,
         )
         task._validate()
         return task
@@ -188,6 +203,7 @@ class _Task:
             "a": self.aspect,
             "c": self.count,
             "t": self.submitted_at,
+            "z": self.scale,
         }
         raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         return _TASK_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
@@ -211,6 +227,7 @@ class _Task:
                 aspect=body["a"],
                 count=body["c"],
                 submitted_at=float(body["t"]),
+                scale=body.get("z", 1),  # task ids from before upscales existed have no scale
             )
         except (binascii.Error, ValueError, TypeError, KeyError, RecursionError) as exc:
             raise BadRequest("malformed offline task id") from exc
@@ -222,6 +239,7 @@ class _Task:
             or not isinstance(task.aspect, str)
             or not isinstance(task.count, int)
             or not math.isfinite(task.submitted_at)
+            or task.scale not in (1, 2)
         ):
             raise BadRequest("malformed offline task id")
         task._validate()
@@ -232,6 +250,12 @@ class _Task:
             raise BadRequest(f"unsupported aspect ratio {self.aspect[:20]!r}")
         if not 1 <= self.count <= MAX_IMAGES:
             raise BadRequest(f"count must be 1-{MAX_IMAGES}, got {self.count}")
+
+
+def _derived_seed(source_seed: int, salt: int) -> int:
+    """A seed near-unrelated to ``source_seed`` but fixed by it (variation takes are repeatable)."""
+    digest = hashlib.sha256(f"{source_seed}:{salt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
 
 
 def _seed_from_prompt(prompt: str) -> int:

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from studiobot.db.engine import Database
 from studiobot.db.models import utcnow
-from studiobot.providers.base import Finished, ImageRequest
+from studiobot.providers.base import Finished, ImageRequest, SourceImage
 from studiobot.providers.errors import ProviderError, RateLimited
 from studiobot.providers.router import Router
 from studiobot.scheduler import lifecycle
@@ -27,8 +27,9 @@ INTERNAL_ERROR = "Something went wrong on our side while making this image; your
 
 
 def request_of(job: JobRow) -> ImageRequest:
-    """Rebuild the provider request a job stands for."""
+    """Rebuild the provider request a job stands for (params as stored by ``commands.queueing``)."""
     params = job.params or {}
+    source = params.get("source")
     return ImageRequest(
         prompt=job.prompt,
         aspect=params.get("aspect", "1:1"),
@@ -36,6 +37,11 @@ def request_of(job: JobRow) -> ImageRequest:
         model=job.model,
         negative_prompt=job.negative_prompt,
         seed=params.get("seed"),
+        operation=params.get("operation", "generate"),
+        source=SourceImage(
+            task_id=source.get("task_id"), index=int(source["index"]), seed=source.get("seed"),
+            storage_key=source.get("storage_key"),
+        ) if source else None,
     )
 
 

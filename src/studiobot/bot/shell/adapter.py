@@ -37,7 +37,7 @@ class ShellConsole:
         self._out = out
         self._json = json_mode
 
-    async def deliver(self, chat: ChatRef, reply: Reply) -> str | None:
+    async def deliver(self, chat: ChatRef, reply: Reply, *, recipient: str | None = None) -> str | None:
         """Outbox: print a Reply that arrives later (progress, results)."""
         kind = "progress" if "progress" in reply.data else "result"
         self.show(reply, kind=kind)

@@ -1,0 +1,77 @@
+"""Queueing a job: price, reserve and store in one transaction, then answer with its place.
+
+``/imagine`` and the result buttons (re-roll, upscale, variation) all end here, so every job is
+charged, limited and deduplicated the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from studiobot.commands.contract import Invocation, Reply
+from studiobot.commands.deps import Deps
+from studiobot.commands.presenter import Accepted, job_reply
+from studiobot.providers.base import ImageRequest
+from studiobot.providers.router import Route
+from studiobot.scheduler import lifecycle
+from studiobot.scheduler.lifecycle import Limits, NewJob
+
+
+async def queue_job(
+    inv: Invocation, deps: Deps, route: Route, request: ImageRequest, params: dict[str, Any]
+) -> Reply:
+    """Reserve the cost of ``request`` and queue it; reply with the job's place, cost and balance.
+
+    Nothing is charged unless the job is stored. A repeated invocation (same invocation id, e.g. a
+    retried interaction or update) returns the job it created the first time instead of a second.
+
+    Args:
+        inv: The invocation asking for the job (its user, chat and id).
+        deps: Handler dependencies.
+        route: Provider, model and key source the router chose.
+        request: The validated provider request (its price is the job's cost).
+        params: What is stored with the job to rebuild ``request`` later (see
+            ``scheduler.worker.request_of``).
+
+    Raises:
+        InsufficientCredits: The balance does not cover the cost.
+        LimitReached: Too many active jobs, or too many this hour.
+    """
+    cost = route.provider.price(request)
+    user_id = await deps.users.user_id(inv.user)
+    new_job = NewJob(
+        user_id=user_id,
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        params=params,
+        provider=route.provider.name,
+        model=route.model,
+        key_source=route.key_source,
+        cost=cost,
+        origin_platform=inv.chat.platform,
+        origin_chat=inv.chat.to_dict(),
+        idempotency_key=f"{inv.chat.platform}:{inv.invocation_id}",
+        deadline_s=deps.settings.job_deadline_s,
+    )
+    limits = Limits(
+        max_active=deps.settings.max_active_jobs_per_user, max_per_hour=deps.settings.max_jobs_per_hour
+    )
+    try:
+        job_id, balance = await deps.db.run(lifecycle.enqueue, new_job, limits)
+    except IntegrityError:
+        async with deps.db.read() as conn:
+            job = await lifecycle.get_by_key(conn, new_job.idempotency_key)
+            if job is None:
+                raise
+            assets = await lifecycle.assets_of(conn, job.id)
+        return job_reply(job, assets, deps.store)
+    deps.job_queued()
+    async with deps.db.read() as conn:
+        position = await lifecycle.queue_position(conn, job_id)  # 0 once a worker has taken it
+    accepted = Accepted(
+        id=job_id, prompt=request.prompt, params=params, provider=new_job.provider,
+        model=new_job.model, cost=cost,
+    )
+    return job_reply(accepted, [], deps.store, balance=balance, position=position or None)

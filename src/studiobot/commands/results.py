@@ -1,0 +1,159 @@
+"""What the buttons under a result do: re-roll, upscale, variations, favourite, share, delete.
+
+Each is an ordinary command (``/upscale 12 3``), so the buttons work the same on every platform,
+survive restarts (the button only holds the command line) and can be typed in the shell.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from studiobot.commands.contract import Invocation, Param, Reply
+from studiobot.commands.deps import Deps
+from studiobot.commands.jobs import JOB_ID, own_job
+from studiobot.commands.queueing import queue_job
+from studiobot.db import assets as asset_store
+from studiobot.errors import BadInput, NotAllowed, NotFound
+from studiobot.providers.base import ImageRequest, Operation, SourceImage
+from studiobot.scheduler import lifecycle
+from studiobot.scheduler.lifecycle import JobRow
+
+INDEX = Param("index", int, "Which image of the job (1-4)", required=True, positional=True,
+              min_value=1, max_value=4)
+OPTIONAL_INDEX = Param("index", int, "Which image (1-4); all when left out", positional=True,
+                       min_value=1, max_value=4)
+
+
+async def reroll(inv: Invocation, deps: Deps) -> Reply:
+    """Queue the job's prompt and options again with a fresh seed (charged like a new job)."""
+    job = await own_job(inv, deps)
+    route = deps.router.route(job.provider, _model_if_offered(deps, job))
+    params = dict(job.params or {})
+    request = ImageRequest(
+        prompt=job.prompt, aspect=params.get("aspect", "1:1"), count=int(params.get("count", 1)),
+        model=route.model, negative_prompt=job.negative_prompt, seed=None,
+    )
+    return await queue_job(inv, deps, route, request, {**_base_params(params), "seed": None})
+
+
+async def upscale(inv: Invocation, deps: Deps) -> Reply:
+    """Queue a larger version of one image of a finished job (the provider's own upscaler)."""
+    return await _derive(inv, deps, "upscale")
+
+
+async def vary(inv: Invocation, deps: Deps) -> Reply:
+    """Queue new takes on one image of a finished job (the provider's variations)."""
+    return await _derive(inv, deps, "variation")
+
+
+async def _derive(inv: Invocation, deps: Deps, operation: Operation) -> Reply:
+    job = await own_job(inv, deps)
+    index = inv.args["index"]
+    route = deps.router.route(job.provider, _model_if_offered(deps, job))
+    if not route.provider.capabilities.supports(operation):
+        raise BadInput(
+            f"{operation.capitalize()}s are not supported by {job.provider}; try /reroll {job.id} "
+            "for new images instead."
+        )
+    image = await _image(deps, job, index)
+    params = dict(job.params or {})
+    source = SourceImage(task_id=job.provider_task_id, index=index, seed=image.seed,
+                         storage_key=image.storage_key)
+    count = 1 if operation == "upscale" else int(params.get("count", 1))
+    # A variation's seed picks which takes come out, so each click gives new ones.
+    seed = secrets.randbelow(2**31) if operation == "variation" else None
+    request = ImageRequest(
+        prompt=job.prompt, aspect=params.get("aspect", "1:1"), count=count, model=route.model,
+        negative_prompt=job.negative_prompt, seed=seed, operation=operation, source=source,
+    )
+    stored = {
+        **_base_params(params), "count": count, "seed": seed, "operation": operation,
+        "source": {"job_id": job.id, "index": index, "seed": image.seed,
+                   "task_id": job.provider_task_id, "storage_key": image.storage_key},
+    }
+    return await queue_job(inv, deps, route, request, stored)
+
+
+async def favorite(inv: Invocation, deps: Deps) -> Reply:
+    """Add a job's images (or one of them) to the caller's favourites, or remove them again."""
+    job = await own_job(inv, deps)
+    index = inv.args["index"]
+    images = await _images(deps, job)
+    chosen = [a for a in images if index is None or a.position == index]
+    if not chosen:
+        raise NotFound(f"Job #{job.id} has no image {index}.")
+    user_id = await deps.users.user_id(inv.user)
+    added = await deps.db.run(asset_store.toggle_favorites, user_id, [a.id for a in chosen])
+    which = f"image {index} of job #{job.id}" if index else f"job #{job.id}'s images"
+    text = f"Added {which} to your favourites." if added else f"Removed {which} from your favourites."
+    return Reply(text=text, ephemeral=True, data={"job_id": job.id, "favorite": added})
+
+
+async def share(inv: Invocation, deps: Deps) -> Reply:
+    """Show a job's images in this server's or group's community gallery."""
+    job = await own_job(inv, deps)
+    if inv.chat.community_id is None:
+        raise NotAllowed("Sharing puts images in a community gallery; use this in a server or group.")
+    if not await _images(deps, job):
+        raise BadInput(f"Job #{job.id} has no images to share.")
+    await deps.db.run(asset_store.share_job, job.id, inv.chat.platform, inv.chat.community_id)
+    return Reply(
+        text=f"Shared job #{job.id} with this community's gallery.",
+        ephemeral=True,
+        data={"job_id": job.id, "visibility": "community"},
+    )
+
+
+async def delete(inv: Invocation, deps: Deps) -> Reply:
+    """Delete a job's images for good (its owner, an admin where it was made, or an operator).
+
+    The credits history stays; the files go unless another image has the same bytes.
+    """
+    job = await _job_for_delete(inv, deps)
+    by = f"{inv.user.platform}:{inv.user.platform_user_id}"
+    unused = await deps.db.run(asset_store.delete_job_assets, job.id, by)
+    for key in unused:
+        deps.store.delete(key)
+    return Reply(
+        text=f"Deleted the images of job #{job.id}.",
+        replaces_source=True,
+        data={"job_id": job.id, "deleted": True},
+    )
+
+
+async def _job_for_delete(inv: Invocation, deps: Deps) -> JobRow:
+    user_id = await deps.users.user_id(inv.user)
+    async with deps.db.read() as conn:
+        job = await lifecycle.get(conn, inv.args["job_id"])
+    if job is None:
+        raise NotFound(f"There is no job #{inv.args['job_id']}.")
+    made_here = (job.origin_chat or {}).get("community_id")
+    admin_here = inv.is_admin and made_here is not None and made_here == inv.chat.community_id
+    if job.user_id != user_id and not (admin_here or inv.is_operator):
+        raise NotAllowed(f"Only the person who made job #{job.id} or an admin here can delete it.")
+    return job
+
+
+async def _images(deps: Deps, job: JobRow) -> list[Any]:
+    async with deps.db.read() as conn:
+        return [a for a in await lifecycle.assets_of(conn, job.id) if a.kind == "image"]
+
+
+async def _image(deps: Deps, job: JobRow, index: int) -> Any:
+    if job.status != "succeeded":
+        raise BadInput(f"Job #{job.id} has not finished yet ({job.status}).")
+    for image in await _images(deps, job):
+        if image.position == index:
+            return image
+    raise NotFound(f"Job #{job.id} has no image {index}.")
+
+
+def _model_if_offered(deps: Deps, job: JobRow) -> str | None:
+    """The job's model, or None (the default) when the operator no longer offers it."""
+    return job.model if job.model in deps.router.provider(job.provider).capabilities.models else None
+
+
+def _base_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {"aspect": params.get("aspect", "1:1"), "count": int(params.get("count", 1))}
+

@@ -1,0 +1,105 @@
+"""Stored images after a job: favourites, sharing with a community, and deleting.
+
+Transaction functions (synchronous, for ``Database.run``) and reads, kept apart from the job
+lifecycle because they change what people see, not where a job is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from studiobot.db.models import Asset, Community, Favorite, JobEvent, utcnow
+
+
+def ensure_community(conn: Connection, platform: str, platform_community_id: str) -> int:
+    """The id of the community (Discord guild, Telegram group), created on first use."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(
+        dialect_insert(Community)
+        .values(platform=platform, platform_community_id=platform_community_id, name="",
+                settings={}, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["platform", "platform_community_id"])
+    )
+    return conn.execute(
+        select(Community.id).where(
+            Community.platform == platform, Community.platform_community_id == platform_community_id
+        )
+    ).scalar_one()
+
+
+def toggle_favorites(conn: Connection, user_id: int, asset_ids: Sequence[int]) -> bool:
+    """Favourite ``asset_ids`` for ``user_id``, or unfavourite them if all already are.
+
+    Returns:
+        True when they are favourites now, False when they were removed.
+    """
+    existing = set(
+        conn.execute(
+            select(Favorite.asset_id).where(
+                Favorite.user_id == user_id, Favorite.asset_id.in_(asset_ids)
+            )
+        ).scalars()
+    )
+    if existing == set(asset_ids):
+        conn.execute(
+            delete(Favorite).where(Favorite.user_id == user_id, Favorite.asset_id.in_(asset_ids))
+        )
+        return False
+    now = utcnow()
+    conn.execute(
+        insert(Favorite),
+        [{"user_id": user_id, "asset_id": a, "created_at": now} for a in asset_ids if a not in existing],
+    )
+    return True
+
+
+def share_job(conn: Connection, job_id: int, platform: str, platform_community_id: str) -> int:
+    """Make a job's images visible in a community's gallery.
+
+    Returns:
+        How many assets changed visibility.
+    """
+    community_id = ensure_community(conn, platform, platform_community_id)
+    result = conn.execute(
+        update(Asset)
+        .where(Asset.job_id == job_id, Asset.visibility == "private")
+        .values(visibility="community", community_id=community_id)
+    )
+    conn.execute(
+        insert(JobEvent).values(job_id=job_id, kind="shared", detail=f"{platform}:{platform_community_id}",
+                                created_at=utcnow())
+    )
+    return result.rowcount
+
+
+def delete_job_assets(conn: Connection, job_id: int, by: str) -> list[str]:
+    """Delete a job's images (rows) and return the stored files no other asset still uses.
+
+    The job row and its ledger entries stay: money history is never deleted. ``by`` (who deleted,
+    for the job's event log) is a short description such as ``owner`` or ``admin discord:123``.
+    """
+    rows = conn.execute(
+        select(Asset.storage_key, Asset.thumbnail_key).where(Asset.job_id == job_id)
+    ).all()
+    keys = {k for row in rows for k in row if k}
+    conn.execute(delete(Asset).where(Asset.job_id == job_id))
+    conn.execute(
+        insert(JobEvent).values(job_id=job_id, kind="deleted", detail=by[:200], created_at=utcnow())
+    )
+    if not keys:
+        return []
+    still_used = set(
+        conn.execute(
+            select(Asset.storage_key).where(Asset.storage_key.in_(keys))
+            .union(select(Asset.thumbnail_key).where(Asset.thumbnail_key.in_(keys)))
+        ).scalars()
+    )
+    return sorted(keys - still_used)
+
+
+__all__ = ["delete_job_assets", "ensure_community", "share_job", "toggle_favorites"]
