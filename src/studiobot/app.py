@@ -1,8 +1,8 @@
 """The composition root: the only place that builds engines, clients, providers and adapters.
 
 ``build_app`` wires everything from :class:`~studiobot.config.Settings`; ``run`` starts what a
-process needs in one TaskGroup: the scheduler always, and the shell adapter when no chat platform
-is configured (Discord and Telegram adapters plug in here).
+process needs: the scheduler always, the chat platforms with a token in the settings (Discord),
+or the shell adapter when there is none. ``run_worker`` delivers to platforms over REST only.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Mapping
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -180,26 +180,94 @@ async def run_shell(
         await app.aclose()
 
 
-async def run_worker(settings: Settings) -> None:
-    """Run only the worker, poller and recovery until SIGINT or SIGTERM (scale-out processes)."""
-    app = await build_app(settings, {})
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    try:
+    return stop
+
+
+async def _rest_outboxes(settings: Settings, stack: AsyncExitStack) -> dict[str, Outbox]:
+    """Outboxes that need no gateway: for processes that deliver results but serve no commands."""
+    outboxes: dict[str, Outbox] = {}
+    if settings.discord_token is not None:
+        from studiobot.bot.discord.client import PLATFORM, use_api_base
+        from studiobot.bot.discord.outbox import DiscordOutbox
+
+        use_api_base(settings.discord_api_base)
+        outbox = await DiscordOutbox.over_rest(settings.discord_token.get_secret_value())
+        stack.push_async_callback(outbox.aclose)
+        outboxes[PLATFORM] = outbox
+    return outboxes
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run only the worker, poller and recovery until SIGINT or SIGTERM (scale-out processes).
+
+    Results are delivered over REST to every platform with a token in the settings.
+    """
+    stop = stop or _stop_on_signals()
+    async with AsyncExitStack() as stack:
+        app = await build_app(settings, await _rest_outboxes(settings, stack))
+        stack.push_async_callback(app.aclose)
         app.runner.start()
         log.info("worker %s running; Ctrl-C to stop", app.worker.worker_id)
         await stop.wait()
+
+
+async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Serve the chat platforms with a token in the settings, plus the scheduler, until stopped.
+
+    Raises:
+        discord.LoginFailure: The Discord token was refused.
+    """
+    stop = stop or _stop_on_signals()
+    outboxes: dict[str, Outbox] = {}
+    services: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = []
+    attach: list[Callable[[App], None]] = []
+    if settings.discord_token is not None:
+        from studiobot.bot.discord.client import PLATFORM, StudioBot, use_api_base
+        from studiobot.bot.discord.interactions import InteractionRegistry
+        from studiobot.bot.discord.outbox import DiscordOutbox
+
+        use_api_base(settings.discord_api_base)
+        interactions = InteractionRegistry()
+        bot = StudioBot(interactions, shard_count=settings.discord_shard_count,
+                        shard_ids=settings.discord_shard_ids)
+        outboxes[PLATFORM] = DiscordOutbox(bot, interactions)
+        attach.append(lambda app: bot.attach(app.dispatcher, app.db))
+        token = settings.discord_token.get_secret_value()
+        services.append(("Discord", lambda: bot.start(token), bot.close))
+    app = await build_app(settings, outboxes)
+    try:
+        for step in attach:
+            step(app)
+        app.runner.start()
+        tasks = {asyncio.create_task(start(), name=name): (name, close) for name, start, close in services}
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait({waiter, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            for _, close in tasks.values():
+                await close()
+            if tasks:
+                await asyncio.wait(tasks, timeout=10)
+        for task in done - {waiter}:
+            task.result()  # a platform that stopped by itself: raise its error
+            log.error("%s stopped unexpectedly", tasks[task][0])
     finally:
         await app.aclose()
 
 
 async def run(settings: Settings, *, user: str, json_mode: bool, wait_each: bool | None = None) -> None:
-    """``studiobot run``: every part this configuration enables, in one process."""
-    for name, token in (("Discord", settings.discord_token), ("Telegram", settings.telegram_token)):
-        if token is not None:
-            log.warning("%s token is set, but this version has no %s adapter yet; using the shell.",
-                        name, name)
+    """``studiobot run``: the chat platforms configured, or the shell when there is none."""
+    if settings.telegram_token is not None:
+        log.warning("TELEGRAM_TOKEN is set, but this version has no Telegram adapter yet.")
+    if settings.discord_token is not None:
+        await run_platforms(settings)
+        return
     await run_shell(settings, user=user, json_mode=json_mode, wait_each=wait_each)

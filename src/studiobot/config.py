@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -94,9 +94,19 @@ class Settings(BaseSettings):
         description='Credits per image by provider or provider:model, e.g. {"openai": 5}.',
     )
 
-    # Platforms (their adapters arrive in later issues)
+    # Platforms
     discord_token: SecretStr | None = Field(
         None, validation_alias=_alias("discord_token", "DISCORD_TOKEN"), description="Discord bot token."
+    )
+    discord_api_base: str = Field(
+        "https://discord.com/api/v10",
+        description="Discord REST root (change only for a REST proxy; the gateway URL comes from it).",
+    )
+    discord_shard_count: int | None = Field(
+        None, ge=1, description="Total Discord shards across all processes; unset lets Discord choose."
+    )
+    discord_shard_ids: tuple[int, ...] | None = Field(
+        None, description="Shards this process runs, JSON list (needs discord_shard_count), e.g. [0, 1]."
     )
     telegram_token: SecretStr | None = Field(
         None, validation_alias=_alias("telegram_token", "TELEGRAM_TOKEN"), description="Telegram bot token."
@@ -106,6 +116,16 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR; logs go to stderr.")
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        if self.discord_shard_ids is not None:
+            if self.discord_shard_count is None:
+                raise ValueError("discord_shard_ids needs discord_shard_count")
+            bad = [i for i in self.discord_shard_ids if not 0 <= i < self.discord_shard_count]
+            if bad:
+                raise ValueError(f"discord_shard_ids {bad} are outside 0..{self.discord_shard_count - 1}")
+        return self
 
     @field_validator("sqlite_synchronous")
     @classmethod

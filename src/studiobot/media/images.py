@@ -209,6 +209,39 @@ def grid(images: Sequence[CleanImage], *, cell: int = 512) -> bytes:
     return out.getvalue()
 
 
+def preview_within(data: bytes, max_bytes: int) -> bytes:
+    """A JPEG of a stored image, scaled down until it is at most ``max_bytes`` long.
+
+    For chat platforms' upload limits (Discord: 10 MiB per file by default; Telegram photos:
+    10 MB); the full file stays in the store. Each step scales the sides by 0.7 (about half the
+    pixels) at quality 85, so a few steps reach any sensible limit.
+
+    Args:
+        data: An image the store holds (already validated).
+        max_bytes: Largest acceptable result, at least 1 KiB.
+
+    Returns:
+        JPEG bytes no longer than ``max_bytes``.
+
+    Raises:
+        ValueError: ``max_bytes`` is below 1 KiB, or even a 64-pixel version does not fit.
+        InvalidImage: ``data`` is not a decodable image.
+    """
+    if max_bytes < 1024:
+        raise ValueError("max_bytes must be at least 1 KiB")
+    im = _displayable(_decode(data))
+    if im.mode not in ("RGB", "L"):
+        im = im.convert("RGB")
+    while True:
+        out = io.BytesIO()
+        im.save(out, "JPEG", quality=85)
+        if out.tell() <= max_bytes:
+            return out.getvalue()
+        if max(im.size) <= 64:
+            raise ValueError(f"no preview fits in {max_bytes} bytes")
+        im = im.resize((max(1, round(im.width * 0.7)), max(1, round(im.height * 0.7))), Image.LANCZOS)
+
+
 def _open(data: bytes) -> Image.Image:
     """Read an image header, refusing unknown formats and Pillow's decompression-bomb sizes."""
     try:

@@ -1,0 +1,215 @@
+"""The gateway side of the Discord adapter: one AutoShardedClient serving every slash command.
+
+Per interaction (reference-platform-rules.md section 3):
+
+1. Acknowledge at once: ``defer(thinking=True)``, ephemeral when the command's answers are
+   private (Discord: 3 s to acknowledge, and ephemerality cannot change afterwards).
+2. Translate to the core: user, chat (with the interaction id as ``reply_to``), admin flag
+   (Manage Server in a guild), arguments; run the command.
+3. Edit the original response into the Reply. A private Reply under a public defer replaces it
+   with an ephemeral follow-up, so private answers never show in the channel.
+
+Job news arrives later through :class:`~studiobot.bot.discord.outbox.DiscordOutbox`, which edits
+the same response while the token lives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from studiobot.bot.discord.components import ActionButton
+from studiobot.bot.discord.interactions import InteractionRegistry
+from studiobot.bot.discord.render import render
+from studiobot.bot.discord.tree import build_tree, command_set_hash
+from studiobot.commands.contract import ChatRef, CommandSpec, Param, Reply, UserRef
+from studiobot.commands.dispatcher import Dispatcher
+from studiobot.commands.parsing import split_command
+from studiobot.db import platform_state
+from studiobot.db.engine import Database
+from studiobot.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+_DEFAULT_API_BASE = "https://discord.com/api/v10"
+
+
+def use_api_base(url: str) -> None:
+    """Point discord.py's REST calls (bot and interaction webhooks) at ``url``.
+
+    For a REST proxy, or the loopback double in tests. The gateway URL is not set here: Discord
+    gives it in ``GET /gateway/bot``.
+    """
+    discord.http.Route.BASE = url.rstrip("/")
+
+
+def intents() -> discord.Intents:
+    """Only the guilds intent: interactions need no privileged intent, and no message content."""
+    chosen = discord.Intents.none()
+    chosen.guilds = True
+    return chosen
+
+
+class StudioBot(discord.AutoShardedClient):
+    """The Discord bot: slash commands and result buttons, all run through the core's dispatcher.
+
+    The composition root builds the bot first (its outbox needs the client), then the core, then
+    calls :meth:`attach` before starting it.
+
+    Args:
+        interactions: Shared with the outbox, so results edit the responses made here.
+        shard_count: Total shards across processes; None lets Discord recommend.
+        shard_ids: Shards this process runs; None runs all of them.
+    """
+
+    dispatcher: Dispatcher
+    db: Database
+
+    def __init__(
+        self,
+        interactions: InteractionRegistry,
+        *,
+        shard_count: int | None = None,
+        shard_ids: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(
+            intents=intents(),
+            shard_count=shard_count,
+            shard_ids=list(shard_ids) if shard_ids is not None else None,
+            # Mentions only ever name the person a result is for.
+            allowed_mentions=discord.AllowedMentions(users=True, roles=False, everyone=False),
+        )
+        self.interactions = interactions
+        self.tree: app_commands.CommandTree[StudioBot] = app_commands.CommandTree(self)
+
+    def attach(self, dispatcher: Dispatcher, db: Database) -> None:
+        """Connect the core: generate the slash commands from its command table.
+
+        Args:
+            dispatcher: Runs the commands.
+            db: Database (the last synced command set's hash is kept there).
+        """
+        self.dispatcher = dispatcher
+        self.db = db
+        build_tree(self.tree, list(dispatcher.commands.values()), self.run_command, self._suggest)
+
+    async def setup_hook(self) -> None:
+        """Register the persistent buttons and sync commands if they changed since last time."""
+        self.add_dynamic_items(ActionButton)
+        await self.sync_commands()
+
+    async def sync_commands(self, *, force: bool = False) -> bool:
+        """Upload the command set unless Discord already has exactly this one.
+
+        Returns:
+            True when commands were uploaded.
+        """
+        digest = command_set_hash(self.tree)
+        key = f"discord.commands.{self.application_id}"
+        if not force and await platform_state.get(self.db, key) == digest:
+            log.info("Discord commands unchanged; not syncing")
+            return False
+        synced = await self.tree.sync()
+        await platform_state.put(self.db, key, digest)
+        log.info("synced %d Discord commands", len(synced))
+        return True
+
+    async def run_command(self, interaction: discord.Interaction, spec: CommandSpec, args: dict[str, Any]) -> None:
+        """Run a slash command: defer, dispatch, show the Reply."""
+        await self._serve(
+            interaction, spec.ephemeral, None,
+            lambda: self.dispatcher.dispatch(
+                _user(interaction), _chat(interaction), spec.name, args, str(interaction.id),
+                is_admin=_is_admin(interaction),
+            ),
+        )
+
+    async def run_action(self, interaction: discord.Interaction, action: str) -> None:
+        """Run a button's action for whoever clicked it (the core checks they may)."""
+        try:
+            spec = self.dispatcher.commands.get(split_command("/" + action)[0])
+        except UserError:
+            spec = None
+
+        async def dispatch() -> Reply:
+            _, reply = await self.dispatcher.dispatch_text(
+                _user(interaction), _chat(interaction), "/" + action, str(interaction.id),
+                is_admin=_is_admin(interaction),
+            )
+            return reply
+
+        await self._serve(interaction, spec.ephemeral if spec else True, interaction.message, dispatch)
+
+    async def _serve(
+        self,
+        interaction: discord.Interaction,
+        ephemeral: bool,
+        source: discord.Message | None,
+        dispatch: Callable[[], Awaitable[Reply]],
+    ) -> None:
+        await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+        # Held before the command runs: a job may finish before its first answer is shown.
+        held = self.interactions.hold(interaction)
+        reply: Reply | None = None
+        try:
+            reply = await dispatch()
+            await self._show(interaction, reply, deferred_ephemeral=ephemeral, source=source)
+        finally:
+            held.ready.set()
+            if reply is None or reply.data.get("status") not in ("queued", "running"):
+                self.interactions.forget(str(interaction.id))  # nothing will follow
+
+    async def _show(
+        self,
+        interaction: discord.Interaction,
+        reply: Reply,
+        *,
+        deferred_ephemeral: bool,
+        source: discord.Message | None,
+    ) -> None:
+        rendered = await render(reply, upload_limit=interaction.filesize_limit)
+        if reply.replaces_source and source is not None:
+            await source.edit(**rendered.edit_kwargs())
+            await interaction.delete_original_response()
+            return
+        if (reply.ephemeral or reply.private) and not deferred_ephemeral:
+            # The defer was public; a private answer must not replace it in the channel.
+            await interaction.delete_original_response()
+            await interaction.followup.send(ephemeral=True, **rendered.send_kwargs())
+            return
+        await interaction.edit_original_response(**rendered.edit_kwargs())
+
+    def _suggest(self, spec: CommandSpec, param: Param, typed: Mapping[str, Any], current: str) -> Sequence[str]:
+        if param.suggest is None:
+            return []
+        return param.suggest(typed, current, self.dispatcher.deps)
+
+    async def on_app_command_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        """Log; the user already got an answer or a defer (the dispatcher never raises for them)."""
+        log.exception("Discord command failed", exc_info=error)
+
+
+def _user(interaction: discord.Interaction) -> UserRef:
+    user = interaction.user
+    return UserRef(PLATFORM, str(user.id), user.display_name)
+
+
+def _chat(interaction: discord.Interaction) -> ChatRef:
+    guild_id = interaction.guild_id
+    return ChatRef(
+        PLATFORM,
+        str(interaction.channel_id),
+        "guild_channel" if guild_id else "dm",
+        community_id=str(guild_id) if guild_id else None,
+        reply_to=str(interaction.id),
+    )
+
+
+def _is_admin(interaction: discord.Interaction) -> bool:
+    """Manage Server in this guild (Discord resolves the member's permissions in the payload)."""
+    return interaction.guild_id is not None and interaction.permissions.manage_guild

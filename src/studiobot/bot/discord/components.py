@@ -1,0 +1,91 @@
+"""Result buttons that keep working after a restart.
+
+Every button holds its action, a core command line such as ``upscale 12 3``, in its ``custom_id``
+(``sb:upscale 12 3``; at most 100 characters, Discord's limit). discord.py routes a click on any
+message, however old, to :class:`ActionButton` by matching that id, so no view needs to be kept
+in memory or stored (discord.py ``DynamicItem``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import discord
+
+from studiobot.commands.contract import Button
+
+CUSTOM_ID_PREFIX = "sb:"
+_MAX_CUSTOM_ID = 100  # Discord: custom_id is 1-100 characters
+_STYLES = {
+    "primary": discord.ButtonStyle.primary,
+    "secondary": discord.ButtonStyle.secondary,
+    "danger": discord.ButtonStyle.danger,
+}
+_ROW_WIDTH = 5  # Discord: at most five buttons per action row
+_MAX_ROWS = 5
+
+
+class ActionHandler(Protocol):
+    """What a click is handed to (the bot)."""
+
+    async def run_action(self, interaction: discord.Interaction, action: str) -> None:
+        """Run ``action`` (a command line without the slash) for the user who clicked."""
+        ...
+
+
+class ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"sb:(?P<action>.+)"):
+    """A button whose ``custom_id`` carries the core command it runs.
+
+    Args:
+        button: The core's button (label, action, style).
+    """
+
+    def __init__(self, button: Button) -> None:
+        custom_id = CUSTOM_ID_PREFIX + button.action
+        if len(custom_id) > _MAX_CUSTOM_ID:
+            raise ValueError(f"button action too long for a custom_id: {button.action[:40]!r}")
+        super().__init__(
+            discord.ui.Button(label=button.label[:80], style=_STYLES[button.style], custom_id=custom_id)
+        )
+        self.action = button.action
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ActionButton:
+        """Rebuild the button from a clicked ``custom_id`` (discord.py calls this on every click)."""
+        label = getattr(item, "label", None) or "button"
+        return cls(Button(label=label, action=match["action"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Hand the click to the bot, which checks nothing itself: the core decides who may act."""
+        client: Any = interaction.client
+        handler: ActionHandler = client
+        await handler.run_action(interaction, self.action)
+
+
+def action_view(buttons: Sequence[Button]) -> discord.ui.View | None:
+    """A view laying out ``buttons`` in rows: each command with several buttons (U1-U4, V1-V4)
+    gets a row of its own, and single buttons share rows; None when there are no buttons."""
+    if not buttons:
+        return None
+    rows: list[list[Button]] = []
+    groups: dict[str, list[Button]] = {}
+    for button in buttons:
+        groups.setdefault(button.action.split(" ", 1)[0], []).append(button)
+    singles: list[Button] = []
+    for group in groups.values():
+        if len(group) > 1:
+            rows += [group[i : i + _ROW_WIDTH] for i in range(0, len(group), _ROW_WIDTH)]
+        else:
+            singles += group
+    rows += [singles[i : i + _ROW_WIDTH] for i in range(0, len(singles), _ROW_WIDTH)]
+    view = discord.ui.View(timeout=None)
+    for row_number, row in enumerate(rows[:_MAX_ROWS]):
+        for button in row:
+            item = ActionButton(button)
+            item.item.row = row_number
+            view.add_item(item)
+    return view
