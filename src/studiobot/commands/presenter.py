@@ -71,6 +71,19 @@ class Accepted:
     error_message: str | None = None
 
 
+def _made(params: Mapping[str, Any]) -> str:
+    """What a job makes: ``2 × 16:9``, ``Upscale of job #3 image 2``, ``4 variations of ...``."""
+    source = params.get("source")
+    operation = params.get("operation", "generate")
+    if source and operation == "upscale":
+        return f"Upscale of job #{source['job_id']} image {source['index']}"
+    if source and operation == "variation":
+        count = params.get("count", 1)
+        noun = "variation" if count == 1 else "variations"
+        return f"{count} {noun} of job #{source['job_id']} image {source['index']}"
+    return f"{params.get('count', 1)} × {params.get('aspect', '1:1')}"
+
+
 def job_reply(job: JobLike, assets: Sequence[Row[Any]], store: LocalStore, **extra: Any) -> Reply:
     """Render ``job`` (any state) with its assets as a Reply.
 
@@ -78,7 +91,7 @@ def job_reply(job: JobLike, assets: Sequence[Row[Any]], store: LocalStore, **ext
     """
     params = job.params or {}
     head = f"Job #{job.id}: “{short(job.prompt)}”"
-    what = f"{params.get('count', 1)} × {params.get('aspect', '1:1')} with {job.provider} ({job.model})"
+    what = f"{_made(params)} with {job.provider} ({job.model})"
     images = [a for a in assets if a.kind == "image"]
     grid = next((a for a in assets if a.kind == "grid"), None)
     data: dict[str, Any] = {
