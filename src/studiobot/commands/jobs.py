@@ -60,6 +60,7 @@ async def cancel_job(inv: Invocation, deps: Deps) -> Reply:
     return Reply(
         text=f"Cancelled job #{job.id}.{refund}",
         ephemeral=True,
+        replaces_source=True,
         data={"job_id": job.id, "status": "cancelled", "refunded": job.cost},
     )
 

@@ -9,6 +9,9 @@ Per interaction (reference-platform-rules.md section 3):
 3. Edit the original response into the Reply. A private Reply under a public defer replaces it
    with an ephemeral follow-up, so private answers never show in the channel.
 
+Button clicks are acknowledged as deferred updates and answered by follow-ups (see
+:meth:`StudioBot.run_action`).
+
 Job news arrives later through :class:`~studiobot.bot.discord.outbox.DiscordOutbox`, which edits
 the same response while the token lives.
 """
@@ -28,10 +31,8 @@ from studiobot.bot.discord.render import render
 from studiobot.bot.discord.tree import build_tree, command_set_hash
 from studiobot.commands.contract import ChatRef, CommandSpec, Param, Reply, UserRef
 from studiobot.commands.dispatcher import Dispatcher
-from studiobot.commands.parsing import split_command
 from studiobot.db import platform_state
 from studiobot.db.engine import Database
-from studiobot.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class StudioBot(discord.AutoShardedClient):
     async def run_command(self, interaction: discord.Interaction, spec: CommandSpec, args: dict[str, Any]) -> None:
         """Run a slash command: defer, dispatch, show the Reply."""
         await self._serve(
-            interaction, spec.ephemeral, None,
+            interaction, spec.ephemeral,
             lambda: self.dispatcher.dispatch(
                 _user(interaction), _chat(interaction), spec.name, args, str(interaction.id),
                 is_admin=_is_admin(interaction),
@@ -130,26 +131,38 @@ class StudioBot(discord.AutoShardedClient):
         )
 
     async def run_action(self, interaction: discord.Interaction, action: str) -> None:
-        """Run a button's action for whoever clicked it (the core checks they may)."""
-        try:
-            spec = self.dispatcher.commands.get(split_command("/" + action)[0])
-        except UserError:
-            spec = None
+        """Run a button's action for whoever clicked it (the core checks they may).
 
-        async def dispatch() -> Reply:
+        The click is acknowledged without a loading message (a deferred update), then answered
+        with a follow-up, public or ephemeral as the Reply says, or by editing the message the
+        button is on when the Reply replaces it (delete, cancel). Both go through the
+        interaction token, which works in DMs too (no bot-token message edits needed).
+        """
+        await interaction.response.defer()
+        held = self.interactions.hold(interaction)
+        reply: Reply | None = None
+        try:
             _, reply = await self.dispatcher.dispatch_text(
                 _user(interaction), _chat(interaction), "/" + action, str(interaction.id),
                 is_admin=_is_admin(interaction),
             )
-            return reply
-
-        await self._serve(interaction, spec.ephemeral if spec else True, interaction.message, dispatch)
+            rendered = await render(reply, upload_limit=interaction.filesize_limit)
+            if reply.replaces_source:
+                await interaction.edit_original_response(**rendered.edit_kwargs())
+            else:
+                message = await interaction.followup.send(
+                    ephemeral=reply.ephemeral or reply.private, wait=True, **rendered.send_kwargs()
+                )
+                held.message_id = message.id
+        finally:
+            held.ready.set()
+            if reply is None or reply.data.get("status") not in ("queued", "running"):
+                self.interactions.forget(str(interaction.id))
 
     async def _serve(
         self,
         interaction: discord.Interaction,
         ephemeral: bool,
-        source: discord.Message | None,
         dispatch: Callable[[], Awaitable[Reply]],
     ) -> None:
         await interaction.response.defer(thinking=True, ephemeral=ephemeral)
@@ -158,31 +171,17 @@ class StudioBot(discord.AutoShardedClient):
         reply: Reply | None = None
         try:
             reply = await dispatch()
-            await self._show(interaction, reply, deferred_ephemeral=ephemeral, source=source)
+            rendered = await render(reply, upload_limit=interaction.filesize_limit)
+            if (reply.ephemeral or reply.private) and not ephemeral:
+                # The defer was public; a private answer must not replace it in the channel.
+                await interaction.delete_original_response()
+                await interaction.followup.send(ephemeral=True, **rendered.send_kwargs())
+            else:
+                await interaction.edit_original_response(**rendered.edit_kwargs())
         finally:
             held.ready.set()
             if reply is None or reply.data.get("status") not in ("queued", "running"):
                 self.interactions.forget(str(interaction.id))  # nothing will follow
-
-    async def _show(
-        self,
-        interaction: discord.Interaction,
-        reply: Reply,
-        *,
-        deferred_ephemeral: bool,
-        source: discord.Message | None,
-    ) -> None:
-        rendered = await render(reply, upload_limit=interaction.filesize_limit)
-        if reply.replaces_source and source is not None:
-            await source.edit(**rendered.edit_kwargs())
-            await interaction.delete_original_response()
-            return
-        if (reply.ephemeral or reply.private) and not deferred_ephemeral:
-            # The defer was public; a private answer must not replace it in the channel.
-            await interaction.delete_original_response()
-            await interaction.followup.send(ephemeral=True, **rendered.send_kwargs())
-            return
-        await interaction.edit_original_response(**rendered.edit_kwargs())
 
     def _suggest(self, spec: CommandSpec, param: Param, typed: Mapping[str, Any], current: str) -> Sequence[str]:
         if param.suggest is None:

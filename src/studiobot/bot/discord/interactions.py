@@ -29,9 +29,11 @@ class HeldInteraction:
             and is then overwritten by it.
         lock: Serialises edits of the one message.
         finished: A final result was shown; later progress is dropped.
+        message_id: The follow-up message news goes to, or None for the original response.
     """
 
     interaction: discord.Interaction
+    message_id: int | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     finished: bool = False
@@ -70,6 +72,13 @@ class InteractionRegistry:
     def forget(self, interaction_id: str) -> None:
         """Drop an interaction (its token was refused, or nothing will follow)."""
         self._held.pop(interaction_id, None)
+
+    async def edit(self, held: HeldInteraction, **kwargs: object) -> None:
+        """Edit the message ``held`` answers with (its original response or its follow-up)."""
+        if held.message_id is None:
+            await held.interaction.edit_original_response(**kwargs)  # type: ignore[arg-type]
+        else:
+            await held.interaction.followup.edit_message(held.message_id, **kwargs)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self._held)
