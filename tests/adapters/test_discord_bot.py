@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from studiobot.app import run_platforms, run_worker
+from studiobot.app import build_app, run_platforms, run_worker
 from studiobot.commands import COMMANDS
+from studiobot.commands.contract import ChatRef, UserRef
 from studiobot.config import Settings
 from tests.doubles.discord import (
     API,
@@ -282,3 +283,50 @@ async def test_when_the_channel_refuses_the_result_goes_by_direct_message(discor
     await discord_bot.call("create_dm")
     dm = await discord_bot.call("create_message", lambda c: c.params.get("channel_id") == str(state.dm_channel_id(USER_ID)))
     assert dm.payload["content"].startswith("Job #1") and dm.files
+
+
+async def test_shards_come_from_settings_so_processes_can_split_them(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    async with running_discord(DiscordState(shards=2)) as (state, base_url):
+        with use_double(base_url):
+            settings = make_settings(
+                database_url=database_url, discord_token=VALID_TOKEN, discord_api_base=base_url + API,
+                discord_shard_count=2, discord_shard_ids=(1,),
+            )
+            harness = Harness(state, settings)
+            await harness.start()
+            try:
+                await state.wait_ready(shards=(1,))
+                identify = [f["d"] for f in state.gateway_received if f.get("op") == 2]
+                assert [i["shard"] for i in identify] == [[1, 2]]
+                assert identify[0]["intents"] & (1 << 1 | 1 << 8 | 1 << 15) == 0  # no privileged intents
+            finally:
+                await harness.stop()
+
+
+async def test_a_worker_without_a_gateway_delivers_results_over_rest(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    async with running_discord(DiscordState()) as (state, base_url):
+        with use_double(base_url):
+            settings = make_settings(
+                database_url=database_url, discord_token=VALID_TOKEN, discord_api_base=base_url + API,
+            )
+            # A bot process accepts the command, then stops before the job runs...
+            front = await build_app(settings, {})
+            chat = ChatRef("discord", str(CHANNEL_ID), "guild_channel", str(GUILD_ID), reply_to="42")
+            _, reply = await front.dispatcher.dispatch_text(
+                UserRef("discord", str(USER_ID), "ada"), chat, "/imagine a lighthouse", "42")
+            await front.aclose()
+            assert reply.data["status"] == "queued"
+            # ...and a worker process (REST only) makes it and posts the result.
+            stop = asyncio.Event()
+            worker = asyncio.create_task(run_worker(settings, stop=stop))
+            try:
+                post = await state.wait_for(lambda c: c.route == "create_message", timeout=15)
+            finally:
+                stop.set()
+                await asyncio.wait_for(worker, 10)
+            assert post.payload["content"].startswith(f"<@{USER_ID}> Job #1")
+            assert post.files and not state.sessions  # never opened a gateway connection
