@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -40,14 +42,17 @@ class SchedulerRunner:
         self._poller = poller
         self._running_worker = False
         self._again = False
+        self._stopping = False
+        self._active: set[asyncio.Task[None]] = set()
         worker.inflight.on_free = self.nudge  # a freed slot takes the next queued job at once
         now = datetime.now(UTC)
         common = {"trigger": "interval", "max_instances": 1, "coalesce": True, "next_run_time": now}
-        self._scheduler.add_job(self._run_worker, id="worker", seconds=worker_interval_s, **common)
-        self._scheduler.add_job(poller.run_once, id="poller", seconds=poll_interval_s, **common)
-        self._scheduler.add_job(
-            recovery.run_once, id="recovery", seconds=recovery_interval_s, **common
-        )
+        self._scheduler.add_job(self._tracked(self._run_worker), id="worker",
+                                seconds=worker_interval_s, **common)
+        self._scheduler.add_job(self._tracked(poller.run_once), id="poller",
+                                seconds=poll_interval_s, **common)
+        self._scheduler.add_job(self._tracked(recovery.run_once), id="recovery",
+                                seconds=recovery_interval_s, **common)
 
     def start(self) -> None:
         """Start triggering (needs a running event loop)."""
@@ -55,8 +60,13 @@ class SchedulerRunner:
 
     async def shutdown(self) -> None:
         """Stop triggering and cancel work in flight (its leases expire and recovery resumes it)."""
+        self._stopping = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        # Runs in progress would otherwise outlive the database they use.
+        for task in self._active:
+            task.cancel()
+        await asyncio.gather(*self._active, return_exceptions=True)
         await self._worker.inflight.cancel()
         await self._poller.inflight.cancel()
 
@@ -66,6 +76,25 @@ class SchedulerRunner:
             self._again = True
         elif self._scheduler.running:
             self._scheduler.modify_job("worker", next_run_time=datetime.now(UTC))
+
+    def _tracked(self, run: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+        """``run`` as a scheduled job that shutdown can cancel quietly (APScheduler would log the
+        cancellation as a failed run)."""
+
+        async def job() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._active.add(task)
+            try:
+                await run()
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+            finally:
+                self._active.discard(task)
+
+        job.__name__ = job.__qualname__ = getattr(run, "__qualname__", "job")
+        return job
 
     async def _run_worker(self) -> None:
         self._running_worker = True
