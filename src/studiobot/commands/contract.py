@@ -175,6 +175,8 @@ class Param:
         aliases: Other flag names (``ar`` for ``aspect``).
         suggest: Offers values as the user types, where the platform supports it; the values
             come from the configuration (e.g. the providers and their aspect ratios).
+        secret: A credential (an API key): platforms collect it privately (Discord: a modal,
+            never a slash option that would show in the channel) and never echo it.
     """
 
     name: str
@@ -189,6 +191,7 @@ class Param:
     positional: bool = False
     aliases: tuple[str, ...] = ()
     suggest: Suggest | None = None
+    secret: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,9 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from studiobot.bot.discord.components import ActionButton
+from studiobot.bot.discord.components import ActionButton, SecretModal
 from studiobot.bot.discord.interactions import InteractionRegistry
+from studiobot.bot.discord.outbox import quiet_payload_loggers
 from studiobot.bot.discord.render import render
 from studiobot.bot.discord.tree import build_tree, command_set_hash
 from studiobot.commands.contract import ChatRef, CommandSpec, Param, Reply, UserRef
@@ -78,6 +79,7 @@ class StudioBot(discord.AutoShardedClient):
         shard_count: int | None = None,
         shard_ids: Sequence[int] | None = None,
     ) -> None:
+        quiet_payload_loggers()
         super().__init__(
             intents=intents(),
             shard_count=shard_count,
@@ -121,7 +123,25 @@ class StudioBot(discord.AutoShardedClient):
         return True
 
     async def run_command(self, interaction: discord.Interaction, spec: CommandSpec, args: dict[str, Any]) -> None:
-        """Run a slash command: defer, dispatch, show the Reply."""
+        """Run a slash command: defer, dispatch, show the Reply.
+
+        A command with secret parameters first opens a modal for them (a modal must be the first
+        response, so it replaces the defer); its submission then runs the command ephemerally.
+        """
+        secrets = [p for p in spec.params if p.secret]
+        if secrets:
+            async def submitted(submit: discord.Interaction, values: dict[str, str]) -> None:
+                await self._serve(
+                    submit, True,
+                    lambda: self.dispatcher.dispatch(
+                        _user(submit), _chat(submit), spec.name, {**args, **values}, str(submit.id),
+                        is_admin=_is_admin(submit),
+                    ),
+                )
+
+            fields = [(p.name, p.name.replace("_", " ").capitalize(), p.description) for p in secrets]
+            await interaction.response.send_modal(SecretModal(f"/{spec.name}", fields, submitted))
+            return
         await self._serve(
             interaction, spec.ephemeral,
             lambda: self.dispatcher.dispatch(

@@ -9,7 +9,7 @@ in memory or stored (discord.py ``DynamicItem``).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import discord
@@ -89,3 +89,35 @@ def action_view(buttons: Sequence[Button]) -> discord.ui.View | None:
             item.item.row = row_number
             view.add_item(item)
     return view
+
+
+class SecretModal(discord.ui.Modal):
+    """A modal asking for a command's secret parameters (an API key), so they never appear in a
+    channel (Discord: modals are the way to collect private text; text inputs sit in Labels).
+
+    Args:
+        title: The modal's title (at most 45 characters).
+        fields: (parameter name, label, description) for each secret, one text input each.
+        submit: Called with the submit interaction and the values by parameter name.
+    """
+
+    def __init__(
+        self,
+        title: str,
+        fields: Sequence[tuple[str, str, str]],
+        submit: Callable[[discord.Interaction, dict[str, str]], Awaitable[None]],
+    ) -> None:
+        super().__init__(title=title[:45], timeout=600)
+        self._inputs: dict[str, discord.ui.TextInput[Any]] = {}
+        for name, label, description in fields:
+            text_input: discord.ui.TextInput[Any] = discord.ui.TextInput(
+                style=discord.TextStyle.short, required=True, max_length=4000, custom_id=f"secret:{name}"
+            )
+            self._inputs[name] = text_input
+            self.add_item(discord.ui.Label(text=label[:45], description=description[:100] or None,
+                                           component=text_input))
+        self._submit = submit
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        """Hand the values to the bot; they are never logged or shown."""
+        await self._submit(interaction, {name: item.value for name, item in self._inputs.items()})

@@ -28,6 +28,19 @@ log = logging.getLogger(__name__)
 _DEAD_TOKEN_CODES = frozenset({10015, 10062, 50027})  # unknown webhook/interaction, invalid token
 _READY_WAIT_S = 10.0
 
+#: discord.py loggers that print whole payloads and URLs at DEBUG: gateway events carry modal
+#: values (users' API keys), and webhook URLs carry interaction tokens.
+_PAYLOAD_LOGGERS = ("discord.gateway", "discord.webhook.async_", "discord.http")
+
+
+def quiet_payload_loggers() -> None:
+    """Keep secrets out of logs even at ``LOG_LEVEL=DEBUG``: cap discord.py's payload loggers at
+    INFO (their INFO and above never print payloads)."""
+    for name in _PAYLOAD_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
+
 
 class DiscordOutbox:
     """The Discord platform's Outbox.
@@ -120,6 +133,7 @@ class DiscordOutbox:
         Raises:
             discord.LoginFailure: The token was refused.
         """
+        quiet_payload_loggers()
         client = discord.Client(intents=discord.Intents.none())
         await client.login(token)
         return cls(client, InteractionRegistry())

@@ -2,7 +2,8 @@
 
 Each :class:`~studiobot.commands.contract.CommandSpec` becomes an ``app_commands.Command`` whose
 options carry the parameter's type, range, choices and description; parameters with a ``suggest``
-function get autocomplete instead of fixed choices. ``who="admin"`` commands default to members
+function get autocomplete instead of fixed choices; ``secret`` parameters are no options at all
+(options show in the channel): the bot asks for them in a modal. ``who="admin"`` commands default to members
 with Manage Server (``default_member_permissions``); ``where`` becomes the command's contexts
 (guild, bot DM). Discord limits daily command creates, so :func:`command_set_hash` lets the bot
 sync only when the generated set differs from the one it last synced.
@@ -67,11 +68,11 @@ def _command(spec: CommandSpec, run: CommandRunner, suggest: Suggester) -> app_c
                 p.name, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(p),
                 default=inspect.Parameter.empty if p.required else None,
             )
-            for p in _ordered(spec.params)
+            for p in _ordered(spec.params) if not p.secret
         ]
     )
     callback.__discord_app_commands_param_description__ = {  # type: ignore[attr-defined]
-        p.name: _clip(p.description or p.name) for p in spec.params
+        p.name: _clip(p.description or p.name) for p in spec.params if not p.secret
     }
     fixed = {
         p.name: [app_commands.Choice(name=c, value=c) for c in p.choices]
