@@ -55,6 +55,7 @@ async def test_a_secret_is_asked_in_a_modal_and_never_shown_or_logged(
     make_settings: Callable[..., Settings], database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    received.clear()
     async with running_discord(DiscordState()) as (state, base_url):
         with use_double(base_url):
             settings = make_settings(database_url=database_url, discord_token=VALID_TOKEN,
