@@ -330,3 +330,16 @@ async def test_a_worker_without_a_gateway_delivers_results_over_rest(
                 await asyncio.wait_for(worker, 10)
             assert post.payload["content"].startswith(f"<@{USER_ID}> Job #1")
             assert post.files and not state.sessions  # never opened a gateway connection
+
+
+async def test_a_result_over_the_upload_limit_is_sent_as_a_smaller_preview(discord_bot: Harness) -> None:
+    await discord_bot.stop()
+    await discord_bot.start(offline_size=1024)
+    limit = 24_000
+    sent = await discord_bot.interact(discord_bot.state.slash_command(
+        "imagine", {"prompt": "a detailed city at night", "count": 4}, guild_id=GUILD_ID,
+        attachment_size_limit=limit))
+    final = await discord_bot.final_edit(sent)
+    (file,) = final.files
+    assert file.filename == "1-grid-preview.jpg" and file.size <= limit
+    assert final.payload["embeds"][0]["image"]["url"] == "attachment://1-grid-preview.jpg"
