@@ -26,7 +26,7 @@ import discord
 from discord import app_commands
 
 from studiobot.bot.discord.components import ActionButton, SecretModal
-from studiobot.bot.discord.interactions import InteractionRegistry
+from studiobot.bot.discord.interactions import HeldInteraction, InteractionRegistry
 from studiobot.bot.discord.outbox import quiet_payload_loggers
 from studiobot.bot.discord.render import render
 from studiobot.bot.discord.tree import build_tree, command_set_hash
@@ -175,9 +175,7 @@ class StudioBot(discord.AutoShardedClient):
                 )
                 held.message_id = message.id
         finally:
-            held.ready.set()
-            if reply is None or reply.data.get("status") not in ("queued", "running"):
-                self.interactions.forget(str(interaction.id))
+            self._release(interaction, held, reply)
 
     async def _serve(
         self,
@@ -199,9 +197,14 @@ class StudioBot(discord.AutoShardedClient):
             else:
                 await interaction.edit_original_response(**rendered.edit_kwargs())
         finally:
-            held.ready.set()
-            if reply is None or reply.data.get("status") not in ("queued", "running"):
-                self.interactions.forget(str(interaction.id))  # nothing will follow
+            self._release(interaction, held, reply)
+
+    def _release(self, interaction: discord.Interaction, held: HeldInteraction, reply: Reply | None) -> None:
+        """The first answer is shown: let job news through, or forget the interaction when no
+        job news will follow (not a queued or running job)."""
+        held.ready.set()
+        if reply is None or reply.data.get("status") not in ("queued", "running"):
+            self.interactions.forget(str(interaction.id))
 
     def _suggest(self, spec: CommandSpec, param: Param, typed: Mapping[str, Any], current: str) -> Sequence[str]:
         if param.suggest is None:
