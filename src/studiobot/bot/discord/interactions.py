@@ -34,6 +34,13 @@ class HeldInteraction:
 
     interaction: discord.Interaction
     message_id: int | None = None
+
+    async def edit(self, **kwargs: object) -> None:
+        """Edit the message this interaction answers with (its original response or follow-up)."""
+        if self.message_id is None:
+            await self.interaction.edit_original_response(**kwargs)  # type: ignore[arg-type]
+        else:
+            await self.interaction.followup.edit_message(self.message_id, **kwargs)  # type: ignore[arg-type]
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     finished: bool = False
@@ -72,13 +79,6 @@ class InteractionRegistry:
     def forget(self, interaction_id: str) -> None:
         """Drop an interaction (its token was refused, or nothing will follow)."""
         self._held.pop(interaction_id, None)
-
-    async def edit(self, held: HeldInteraction, **kwargs: object) -> None:
-        """Edit the message ``held`` answers with (its original response or its follow-up)."""
-        if held.message_id is None:
-            await held.interaction.edit_original_response(**kwargs)  # type: ignore[arg-type]
-        else:
-            await held.interaction.followup.edit_message(held.message_id, **kwargs)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self._held)

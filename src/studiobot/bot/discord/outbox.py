@@ -80,7 +80,7 @@ class DiscordOutbox:
                 return True  # the result is already there; late progress must not cover it
             rendered = await render(reply, upload_limit=held.interaction.filesize_limit)
             try:
-                await self._interactions.edit(held, **rendered.edit_kwargs())
+                await held.edit(**rendered.edit_kwargs())
             except discord.HTTPException as error:
                 if error.code in _DEAD_TOKEN_CODES or error.status in (401, 404):
                     self._interactions.forget(str(held.interaction.id))
