@@ -1,8 +1,9 @@
 """The composition root: the only place that builds engines, clients, providers and adapters.
 
 ``build_app`` wires everything from :class:`~studiobot.config.Settings`; ``run`` starts what a
-process needs: the scheduler always, the chat platforms with a token in the settings (Discord),
-or the shell adapter when there is none. ``run_worker`` delivers to platforms over REST only.
+process needs: the scheduler always, the chat platforms with a token in the settings (Discord,
+Telegram) and the web server when one needs it, or the shell adapter when there is none.
+``run_worker`` delivers to platforms over REST only.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -40,6 +42,7 @@ from studiobot.scheduler.poller import Poller
 from studiobot.scheduler.recovery import Recovery
 from studiobot.scheduler.runner import SchedulerRunner
 from studiobot.scheduler.worker import Worker
+from studiobot.web.server import WebServer
 
 log = logging.getLogger("studiobot")
 
@@ -104,16 +107,24 @@ def build_providers(settings: Settings) -> tuple[dict[str, Provider], dict[str, 
     return providers, keys
 
 
-async def build_app(settings: Settings, outboxes: Mapping[str, Outbox]) -> App:
-    """Build and wire every component, upgrading the database schema first.
+async def open_database(settings: Settings) -> Database:
+    """The configured database, its schema upgraded to the latest migration."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    await upgrade(db)
+    return db
+
+
+async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: Database | None = None) -> App:
+    """Build and wire every component.
 
     Args:
         settings: Configuration.
         outboxes: One Outbox per platform this process can deliver to.
+        db: The database from :func:`open_database`, when outboxes needed it first; opened
+            here otherwise.
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    await upgrade(db)
+    db = db or await open_database(settings)
     store = LocalStore(settings.media_dir)
     providers, keys = build_providers(settings)
     router = Router(providers, default=settings.default_provider, platform_keys=keys)
@@ -190,7 +201,7 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def _rest_outboxes(settings: Settings, stack: AsyncExitStack) -> dict[str, Outbox]:
+async def _rest_outboxes(settings: Settings, db: Database, stack: AsyncExitStack) -> dict[str, Outbox]:
     """Outboxes that need no gateway: for processes that deliver results but serve no commands."""
     outboxes: dict[str, Outbox] = {}
     if settings.discord_token is not None:
@@ -201,6 +212,15 @@ async def _rest_outboxes(settings: Settings, stack: AsyncExitStack) -> dict[str,
         outbox = await DiscordOutbox.over_rest(settings.discord_token.get_secret_value())
         stack.push_async_callback(outbox.aclose)
         outboxes[PLATFORM] = outbox
+    if settings.telegram_token is not None:
+        from studiobot.bot.telegram.bot import open_outbox
+        from studiobot.bot.telegram.render import PLATFORM as TELEGRAM
+
+        telegram, close = await open_outbox(
+            settings.telegram_token.get_secret_value(), settings.telegram_api_base, db
+        )
+        stack.push_async_callback(close)
+        outboxes[TELEGRAM] = telegram
     return outboxes
 
 
@@ -211,7 +231,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     """
     stop = stop or _stop_on_signals()
     async with AsyncExitStack() as stack:
-        app = await build_app(settings, await _rest_outboxes(settings, stack))
+        db = await open_database(settings)
+        stack.push_async_callback(db.dispose)
+        app = await build_app(settings, await _rest_outboxes(settings, db, stack), db=db)
         stack.push_async_callback(app.aclose)
         app.runner.start()
         log.info("worker %s running; Ctrl-C to stop", app.worker.worker_id)
@@ -219,15 +241,26 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
 
 
 async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Serve the chat platforms with a token in the settings, plus the scheduler, until stopped.
+    """Serve the chat platforms with a token in the settings, plus the scheduler and the web
+    server (when something needs it), until stopped.
 
     Raises:
         discord.LoginFailure: The Discord token was refused.
+        telegram.error.InvalidToken: The Telegram token was refused.
     """
     stop = stop or _stop_on_signals()
+    db = await open_database(settings)
+    try:
+        await _serve(settings, db, stop)
+    finally:
+        await db.dispose()
+
+
+async def _serve(settings: Settings, db: Database, stop: asyncio.Event) -> None:
     outboxes: dict[str, Outbox] = {}
     services: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = []
     attach: list[Callable[[App], None]] = []
+    web: WebServer | None = None
     if settings.discord_token is not None:
         from studiobot.bot.discord.client import PLATFORM, StudioBot, use_api_base
         from studiobot.bot.discord.interactions import InteractionRegistry
@@ -241,7 +274,29 @@ async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None
         attach.append(lambda app: bot.attach(app.dispatcher, app.db))
         token = settings.discord_token.get_secret_value()
         services.append(("Discord", lambda: bot.start(token), bot.close))
-    app = await build_app(settings, outboxes)
+    if settings.telegram_token is not None:
+        from studiobot.bot.telegram.bot import TelegramBot, build_application
+        from studiobot.bot.telegram.render import PLATFORM as TELEGRAM
+        from studiobot.bot.telegram.webhook import derive_secret, webhook_handler
+
+        telegram_token = settings.telegram_token.get_secret_value()
+        secret = (settings.telegram_webhook_secret.get_secret_value() if settings.telegram_webhook_secret
+                  else derive_secret(telegram_token))
+        telegram = TelegramBot(
+            build_application(telegram_token, settings.telegram_api_base), db,
+            webhook_url=settings.telegram_webhook_url, webhook_secret=secret,
+            admin_cache_s=settings.telegram_admin_cache_s,
+        )
+        outboxes[TELEGRAM] = telegram.outbox
+        attach.append(lambda app: telegram.attach(app.dispatcher))
+        services.append(("Telegram", telegram.run, telegram.close))
+        if settings.telegram_webhook_url:
+            web = web or WebServer(settings.web_host, settings.web_port)
+            path = urlsplit(settings.telegram_webhook_url).path or "/"
+            web.add_route("POST", path, webhook_handler(telegram, secret))
+    if web is not None:
+        services.insert(0, ("web server", web.serve, web.close))
+    app = await build_app(settings, outboxes, db=db)
     try:
         for step in attach:
             step(app)
@@ -265,9 +320,7 @@ async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None
 
 async def run(settings: Settings, *, user: str, json_mode: bool, wait_each: bool | None = None) -> None:
     """``studiobot run``: the chat platforms configured, or the shell when there is none."""
-    if settings.telegram_token is not None:
-        log.warning("TELEGRAM_TOKEN is set, but this version has no Telegram adapter yet.")
-    if settings.discord_token is not None:
+    if settings.discord_token is not None or settings.telegram_token is not None:
         await run_platforms(settings)
         return
     await run_shell(settings, user=user, json_mode=json_mode, wait_each=wait_each)

@@ -2,11 +2,13 @@
 
 Every setting is documented in ``.env.example`` with its default. Names are ``STUDIOBOT_<FIELD>``;
 the few that platforms and vendors conventionally name themselves (``DISCORD_TOKEN``,
-``TELEGRAM_TOKEN``, ``OPENAI_API_KEY``, ``REPLICATE_API_TOKEN``) are accepted under those names too.
+``TELEGRAM_TOKEN``, ``TELEGRAM_WEBHOOK_URL``, ``OPENAI_API_KEY``, ``REPLICATE_API_TOKEN``) are
+accepted under those names too.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -111,6 +113,24 @@ class Settings(BaseSettings):
     telegram_token: SecretStr | None = Field(
         None, validation_alias=_alias("telegram_token", "TELEGRAM_TOKEN"), description="Telegram bot token."
     )
+    telegram_api_base: str = Field(
+        "https://api.telegram.org/bot",
+        description="Bot API root ending in /bot (change only for a local Bot API server).",
+    )
+    telegram_webhook_url: str | None = Field(
+        None,
+        validation_alias=_alias("telegram_webhook_url", "TELEGRAM_WEBHOOK_URL"),
+        description="Public HTTPS URL for Telegram to post updates to (webhook mode); unset polls. "
+        "The web server serves its path.",
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        None, description="Secret token Telegram sends with webhook calls; unset derives one from the token."
+    )
+    telegram_admin_cache_s: float = Field(
+        300.0, gt=0, description="How long a Telegram group's admin list is trusted, in seconds."
+    )
+    web_host: str = Field("127.0.0.1", description="Interface the web server listens on (0.0.0.0 for all).")
+    web_port: int = Field(8080, ge=0, le=65535, description="Port of the web server (webhooks, health).")
     operators: tuple[str, ...] = Field(
         (), description='Operators as platform:user_id, e.g. ["shell:alice", "discord:1234"].'
     )
@@ -126,6 +146,20 @@ class Settings(BaseSettings):
             if bad:
                 raise ValueError(f"discord_shard_ids {bad} are outside 0..{self.discord_shard_count - 1}")
         return self
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _webhook_url_has_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be a full URL, e.g. https://bot.example.com/telegram/webhook")
+        return value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        return value
 
     @field_validator("sqlite_synchronous")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from studiobot.commands import gallery, help, imagine, jobs, results
+from studiobot.commands import gallery, help, imagine, jobs, preferences, results
 from studiobot.commands.contract import CommandSpec
 from studiobot.commands.credits import show_credits
 
@@ -23,5 +23,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("delete", "Delete a job's images (yours, or any here if you are an admin).",
                 results.delete, (jobs.JOB_ID,)),
     CommandSpec("gallery", "Your images, newest first.", gallery.gallery, gallery.PARAMS, ephemeral=True),
+    CommandSpec("settings", "Your preferences (results as original files).", preferences.settings,
+                preferences.PARAMS, ephemeral=True),
     CommandSpec("help", "What studiobot can do.", help.show_help, help.PARAMS, ephemeral=True),
 )

@@ -101,11 +101,13 @@ class Button:
 
 @dataclass(frozen=True, slots=True)
 class ImageRef:
-    """An image to show: a stored file, its kind (image or grid) and a short caption."""
+    """An image to show: a stored file, its kind (image or grid), a short caption, and the store's
+    key for it (platforms that keep their own copy, like Telegram's file ids, remember it by key)."""
 
     path: Path
     kind: str = "image"
     caption: str = ""
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,8 @@ class Reply:
         private: Deliver only in a private chat (keys, payment links).
         replaces_source: When the command came from a button, this reply takes the place of the
             message holding the button (e.g. after the images were deleted).
+        originals: Send the images as original files, not as the platform's recompressed photos
+            (the user's ``/settings``; Telegram sends documents, Discord attachments already are).
         data: Machine-readable facts (job id, status, balance...) for scripts and the JSON shell.
     """
 
@@ -129,6 +133,7 @@ class Reply:
     ephemeral: bool = False
     private: bool = False
     replaces_source: bool = False
+    originals: bool = False
     data: Mapping[str, Any] = field(default_factory=dict)
 
 

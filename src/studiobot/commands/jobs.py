@@ -5,6 +5,7 @@ from __future__ import annotations
 from studiobot.commands.contract import Invocation, Param, Reply
 from studiobot.commands.deps import Deps
 from studiobot.commands.presenter import credits, job_reply
+from studiobot.db import users
 from studiobot.db.models import TERMINAL_STATUSES
 from studiobot.errors import NotFound, UserError
 from studiobot.providers.errors import ProviderError
@@ -35,7 +36,8 @@ async def show_job(inv: Invocation, deps: Deps) -> Reply:
     async with deps.db.read() as conn:
         assets = await lifecycle.assets_of(conn, job.id)
         position = await lifecycle.queue_position(conn, job.id) if job.status == "queued" else None
-    return job_reply(job, assets, deps.store, position=position)
+        prefs = await users.preferences(conn, job.user_id)
+    return job_reply(job, assets, deps.store, originals=bool(prefs.get("originals")), position=position)
 
 
 async def cancel_job(inv: Invocation, deps: Deps) -> Reply:

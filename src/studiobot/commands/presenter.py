@@ -84,10 +84,13 @@ def _made(params: Mapping[str, Any]) -> str:
     return f"{params.get('count', 1)} × {params.get('aspect', '1:1')}"
 
 
-def job_reply(job: JobLike, assets: Sequence[Row[Any]], store: LocalStore, **extra: Any) -> Reply:
+def job_reply(
+    job: JobLike, assets: Sequence[Row[Any]], store: LocalStore, *, originals: bool = False, **extra: Any
+) -> Reply:
     """Render ``job`` (any state) with its assets as a Reply.
 
-    ``extra`` is merged into ``Reply.data`` (e.g. ``balance`` or ``position``).
+    ``originals`` is the user's preference for original files (see :class:`Reply`); ``extra`` is
+    merged into ``Reply.data`` (e.g. ``balance`` or ``position``).
     """
     params = job.params or {}
     head = f"Job #{job.id}: “{short(job.prompt)}”"
@@ -112,9 +115,9 @@ def job_reply(job: JobLike, assets: Sequence[Row[Any]], store: LocalStore, **ext
         seed_text = ", ".join(str(seed) for seed in seeds)
         lines = [f"{head} is ready.", what + (f", seed {seed_text}" if seeds else ""),
                  f"Cost {credits(job.cost)}."]
-        refs = [ImageRef(store.path_for(a.storage_key), "image", f"{job.id}-{a.position}") for a in images]
+        refs = [ImageRef(store.path_for(a.storage_key), "image", f"{job.id}-{a.position}", a.storage_key) for a in images]
         if grid is not None:
-            refs.insert(0, ImageRef(store.path_for(grid.storage_key), "grid", f"{job.id}-grid"))
+            refs.insert(0, ImageRef(store.path_for(grid.storage_key), "grid", f"{job.id}-grid", grid.storage_key))
         data["images"] = [str(r.path) for r in refs if r.kind == "image"]
         data["grid"] = str(store.path_for(grid.storage_key)) if grid is not None else None
         data["seeds"] = seeds
@@ -135,7 +138,10 @@ def job_reply(job: JobLike, assets: Sequence[Row[Any]], store: LocalStore, **ext
         buttons.append(Button("Cancel", f"cancel {job.id}", "danger"))
     if "balance" in extra:
         lines.append(f"Balance: {credits(extra['balance'])}.")
-    return Reply(text="\n".join(line for line in lines if line), images=refs, buttons=buttons, data=data)
+    return Reply(
+        text="\n".join(line for line in lines if line), images=refs, buttons=buttons, originals=originals,
+        data=data,
+    )
 
 
 def result_buttons(job_id: int, positions: Sequence[int]) -> list[Button]:
@@ -191,7 +197,8 @@ class JobPresenter:
             if job is None:
                 return
             assets = await lifecycle.assets_of(conn, job_id)
-        reply = job_reply(job, assets, self._store)
+            prefs = await users.preferences(conn, job.user_id)
+        reply = job_reply(job, assets, self._store, originals=bool(prefs.get("originals")))
         await self._outboxes[job.origin_platform].deliver(
             ChatRef.from_dict(job.origin_chat), reply, recipient=await self._recipient(job)
         )

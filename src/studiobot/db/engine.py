@@ -130,12 +130,13 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
-        """Close every connection and the writer thread."""
+        """Close every connection and the writer thread (again: nothing happens)."""
         await self.engine.dispose()
         if self._writer is not None:
             assert self._sync_engine is not None
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._sync_engine.dispose)
-            self._writer.shutdown(wait=True)
+            writer, self._writer = self._writer, None
+            await asyncio.get_running_loop().run_in_executor(writer, self._sync_engine.dispose)
+            writer.shutdown(wait=True)
 
 
 _MAX_BATCH = 64

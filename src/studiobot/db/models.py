@@ -81,6 +81,8 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     display_name: Mapped[str] = mapped_column(String(100))
+    #: Settings the user chose with /settings, e.g. ``{"originals": true}``.
+    preferences: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -259,6 +261,31 @@ class PlatformState(Base):
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PlatformFile(Base):
+    """A stored image the platform already holds, by the platform's own file id.
+
+    Telegram answers an upload with a ``file_id`` that can be sent again without uploading, and
+    that inline mode needs (``InlineQueryResultCachedPhoto``).
+    """
+
+    __tablename__ = "platform_files"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    storage_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    file_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SeenUpdate(Base):
+    """A platform update already handled (Telegram ``update_id``), so redeliveries are dropped."""
+
+    __tablename__ = "seen_updates"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")

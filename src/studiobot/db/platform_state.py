@@ -32,3 +32,12 @@ def _put(conn: Connection, key: str, value: str) -> None:
     ).rowcount
     if not changed:
         conn.execute(PlatformState.__table__.insert().values(key=key, value=value, updated_at=now))
+
+
+async def delete(db: Database, key: str) -> None:
+    """Forget ``key`` (nothing happens when it is not there)."""
+
+    def tx(conn: Connection) -> None:
+        conn.execute(PlatformState.__table__.delete().where(PlatformState.key == key))
+
+    await db.run(tx)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select
+from typing import Any
+
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -45,3 +47,17 @@ def create_user(conn: Connection, platform: str, platform_user_id: str, display_
     )
     return user_id
 
+
+
+async def preferences(conn: AsyncConnection, user_id: int) -> dict[str, Any]:
+    """The user's preferences (``/settings``), ``{}`` when none were chosen."""
+    result = await conn.execute(select(User.preferences).where(User.id == user_id))
+    return dict(result.scalar_one_or_none() or {})
+
+
+def set_preference(conn: Connection, user_id: int, name: str, value: Any) -> dict[str, Any]:
+    """Set one preference and return them all."""
+    current = conn.execute(select(User.preferences).where(User.id == user_id)).scalar_one()
+    chosen = {**(current or {}), name: value}
+    conn.execute(update(User).where(User.id == user_id).values(preferences=chosen))
+    return chosen

@@ -529,6 +529,40 @@ async def is_notified(db: Database, job_id: int) -> bool:
         return result.scalar_one_or_none() is not None
 
 
+async def claim_origin_message(db: Database, job_id: int, value: str) -> str | None:
+    """Set the job's ``origin_message`` to ``value`` unless one is set; return what is set now.
+
+    Adapters keep there the platform message that shows a job (a status message to edit, then
+    the result's messages). The adapter that posted the status message and the outbox delivering
+    the result may race (a fast job finishes before its "queued" message is out); whoever comes
+    second sees the first one's value and tidies up. None when the job does not exist.
+    """
+
+    def tx(conn: Connection) -> str | None:
+        conn.execute(
+            update(Job).where(Job.id == job_id, Job.origin_message.is_(None)).values(origin_message=value)
+        )
+        return conn.execute(select(Job.origin_message).where(Job.id == job_id)).scalar_one_or_none()
+
+    return await db.run(tx)
+
+
+async def set_origin_message(db: Database, job_id: int, value: str) -> None:
+    """Replace the job's ``origin_message`` (see :func:`claim_origin_message`)."""
+
+    def tx(conn: Connection) -> None:
+        conn.execute(update(Job).where(Job.id == job_id).values(origin_message=value[:200]))
+
+    await db.run(tx)
+
+
+async def origin_message(db: Database, job_id: int) -> str | None:
+    """The job's ``origin_message``, or None."""
+    async with db.read() as conn:
+        result = await conn.execute(select(Job.origin_message).where(Job.id == job_id))
+        return result.scalar_one_or_none()
+
+
 async def open_jobs_count(db: Database, platform: str) -> int:
     """Jobs from one origin platform whose user has not yet been told the outcome.
 

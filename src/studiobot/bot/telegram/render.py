@@ -1,0 +1,231 @@
+"""Rendering a core Reply as Telegram messages, and sending them.
+
+Limits (Bot API; PTB ``MessageLimit``/``FileSizeLimit``; reference-platform-rules.md section 4):
+text at most 4,096 characters, captions 1,024; photos at most 10 MB with width + height at most
+10,000 and a side ratio of at most 20 (anything else goes as a document, up to 50 MB); 2-10
+items per media group, which cannot carry a keyboard; callback_data 1-64 bytes.
+
+Buttons carry the core's action (``upscale 12 3``) as callback_data, so they hold no state and
+work after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from PIL import Image
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaDocument,
+    InputMediaPhoto,
+    Message,
+    ReplyParameters,
+)
+
+from studiobot.commands.contract import Button, ImageRef, Reply
+from studiobot.db import platform_files
+from studiobot.db.engine import Database
+from studiobot.media.images import preview_within
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+TEXT_MAX = 4096
+CAPTION_MAX = 1024
+PHOTO_MAX_BYTES = 10 * 1000 * 1000
+DOCUMENT_MAX_BYTES = 50 * 1000 * 1000
+CALLBACK_DATA_MAX_BYTES = 64
+MEDIA_GROUP_MAX = 10
+_PHOTO_SIDES_MAX = 10_000
+_PHOTO_RATIO_MAX = 20
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` shortened to ``limit`` characters with an ellipsis when it is longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
+    """An inline keyboard: U1-U4 on one row, V1-V4 on the next, other actions two per row.
+
+    A button whose action would not fit in callback_data is left out (and logged): a broken
+    button is worse than none.
+    """
+    rows: list[list[InlineKeyboardButton]] = []
+    family = ""
+    for button in buttons:
+        if len(button.action.encode()) > CALLBACK_DATA_MAX_BYTES:
+            log.warning("button %r left out: its action is over 64 bytes", button.label)
+            continue
+        this = button.label[0] if re.fullmatch(r"[UV]\d", button.label) else "action"
+        width = 5 if this != "action" else 2
+        if not rows or this != family or len(rows[-1]) >= width:
+            rows.append([])
+        family = this
+        rows[-1].append(InlineKeyboardButton(button.label, callback_data=button.action))
+    return InlineKeyboardMarkup(rows) if rows else None
+
+
+@dataclass
+class Sent:
+    """What sending a Reply produced: every message id, and the one carrying the keyboard."""
+
+    message_ids: list[int] = field(default_factory=list)
+    keyboard_message_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Picture:
+    ref: ImageRef
+    as_photo: bool
+    payload: bytes | str  # bytes to upload, or a file id Telegram already holds
+    filename: str
+
+
+class Sender:
+    """Sends Replies to Telegram chats, reusing the file ids of images Telegram already holds.
+
+    Args:
+        bot: A PTB bot (its rate limiter paces every request).
+        db: Database (file ids of images sent before).
+    """
+
+    def __init__(self, bot: Bot, db: Database) -> None:
+        self.bot = bot
+        self._db = db
+
+    async def send(self, chat_id: int, reply: Reply, *, reply_to: int | None = None) -> Sent:
+        """Post ``reply`` in ``chat_id`` as new messages.
+
+        Text alone is one message with the keyboard. One image is a photo (or a document, when
+        the reply asks for originals or the image cannot be a photo) captioned with the text and
+        carrying the keyboard. Several images are a media group followed by the text and keyboard
+        in a message replying to it.
+
+        Raises:
+            telegram.error.TelegramError: Telegram refused (e.g. Forbidden: blocked or removed).
+        """
+        markup = keyboard(reply.buttons)
+        replying = _replying(reply_to)
+        pictures = await self._pictures(reply)
+        sent = Sent()
+        if not pictures:
+            message = await self.bot.send_message(
+                chat_id, cut(reply.text, TEXT_MAX), reply_markup=markup, reply_parameters=replying
+            )
+            sent.message_ids.append(message.message_id)
+            sent.keyboard_message_id = message.message_id
+            return sent
+        if len(pictures) == 1 and len(reply.text) <= CAPTION_MAX:
+            message = await self._send_one(chat_id, pictures[0], reply.text, markup, replying)
+            sent.message_ids.append(message.message_id)
+            sent.keyboard_message_id = message.message_id
+            await self._remember(pictures, [message])
+            return sent
+        if len(pictures) == 1:
+            messages = [await self._send_one(chat_id, pictures[0], "", None, replying)]
+        else:
+            messages = list(await self.bot.send_media_group(
+                chat_id, [_media(p) for p in pictures], reply_parameters=replying
+            ))
+        await self._remember(pictures, messages)
+        sent.message_ids.extend(m.message_id for m in messages)
+        message = await self.bot.send_message(
+            chat_id, cut(reply.text, TEXT_MAX), reply_markup=markup,
+            reply_parameters=_replying(messages[0].message_id),
+        )
+        sent.message_ids.append(message.message_id)
+        sent.keyboard_message_id = message.message_id
+        return sent
+
+    async def edit_text(self, chat_id: int, message_id: int, reply: Reply) -> None:
+        """Replace a text message's text and keyboard with ``reply``'s (its images are not shown).
+
+        Raises:
+            telegram.error.BadRequest: Not modified, message gone, or not a text message.
+        """
+        await self.bot.edit_message_text(
+            cut(reply.text, TEXT_MAX), chat_id=chat_id, message_id=message_id,
+            reply_markup=keyboard(reply.buttons),
+        )
+
+    async def _send_one(
+        self, chat_id: int, picture: _Picture, caption: str, markup: InlineKeyboardMarkup | None,
+        replying: ReplyParameters | None,
+    ) -> Message:
+        if picture.as_photo:
+            return await self.bot.send_photo(
+                chat_id, picture.payload, caption=caption or None, reply_markup=markup,
+                reply_parameters=replying, filename=picture.filename,
+            )
+        return await self.bot.send_document(
+            chat_id, picture.payload, caption=caption or None, reply_markup=markup,
+            reply_parameters=replying, filename=picture.filename,
+        )
+
+    async def _pictures(self, reply: Reply) -> list[_Picture]:
+        """The images to send: each image (the grid only when there is nothing else), at most ten."""
+        refs = [r for r in reply.images if r.kind == "image"] or list(reply.images)
+        refs = refs[:MEDIA_GROUP_MAX]
+        if not refs:
+            return []
+        known: dict[str, str] = {}
+        if not reply.originals:
+            async with self._db.read() as conn:
+                known = await platform_files.file_ids(conn, PLATFORM, [r.key for r in refs if r.key])
+        pictures = []
+        for ref in refs:
+            if ref.key in known:
+                pictures.append(_Picture(ref, True, known[ref.key], ref.path.name))
+                continue
+            pictures.append(await asyncio.to_thread(_prepare, ref, reply.originals))
+        if len({p.as_photo for p in pictures}) > 1:
+            # A media group mixes photos and videos, never documents; send all as documents.
+            pictures = [p if not p.as_photo else await asyncio.to_thread(_prepare, p.ref, True)
+                        for p in pictures]
+        return pictures
+
+    async def _remember(self, pictures: Sequence[_Picture], messages: Sequence[Message]) -> None:
+        """Keep the file ids of newly uploaded photos (resending and inline mode use them)."""
+        files = {
+            p.ref.key: m.photo[-1].file_id
+            for p, m in zip(pictures, messages, strict=False)
+            if p.as_photo and isinstance(p.payload, bytes) and p.ref.key and m.photo
+        }
+        if files:
+            await self._db.run(platform_files.remember, PLATFORM, files)
+
+
+def _prepare(ref: ImageRef, originals: bool) -> _Picture:
+    """Read an image and decide how it travels: a photo, a smaller photo, or a document."""
+    data = ref.path.read_bytes()
+    if originals:
+        return _Picture(ref, False, data, ref.path.name)
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+    if width + height > _PHOTO_SIDES_MAX or max(width, height) > _PHOTO_RATIO_MAX * min(width, height):
+        return _Picture(ref, False, data, ref.path.name)
+    if len(data) > PHOTO_MAX_BYTES:
+        # The original stays in the store (and /settings on sends originals as documents).
+        return _Picture(ref, True, preview_within(data, PHOTO_MAX_BYTES), ref.path.stem + ".jpg")
+    return _Picture(ref, True, data, ref.path.name)
+
+
+def _media(picture: _Picture) -> InputMediaPhoto | InputMediaDocument:
+    if picture.as_photo:
+        return InputMediaPhoto(picture.payload, filename=picture.filename)
+    return InputMediaDocument(picture.payload, filename=picture.filename)
+
+
+def _replying(message_id: int | None) -> ReplyParameters | None:
+    """Reply to ``message_id`` if it still exists; send anyway if it was deleted meanwhile."""
+    if message_id is None:
+        return None
+    return ReplyParameters(message_id, allow_sending_without_reply=True)
