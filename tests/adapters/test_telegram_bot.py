@@ -134,3 +134,160 @@ async def test_imagine_in_private_goes_from_update_to_photo_with_a_working_keybo
     await tg.wait_until(lambda: query in tg.callback_answers, 5, "the button answered")
     upscale = await bot.result(ADA, after=mark)
     assert "Upscale of job #1 image 1" in upscale.params["caption"]
+
+
+async def test_in_a_group_commands_name_the_bot_and_several_images_come_as_an_album(telegram_bot: Harness) -> None:
+    bot, tg = telegram_bot, telegram_bot.tg
+    bot.say(bot.group, bot.ada, "/imagine@otherbot a red fox")  # for another bot: ignored
+    bot.say(bot.group, bot.ada, "/imagine@studiobot_test_bot a red fox --count 2")
+    album = await bot.call(lambda c: c.method == "sendMediaGroup" and c.ok)
+    assert album.params["chat_id"] == GROUP_ID and len(album.params["media"]) == 2
+    keyboard = await bot.result(GROUP_ID)
+    assert keyboard.method == "sendMessage" and "is ready" in keyboard.params["text"]
+    assert keyboard.params["reply_parameters"]["message_id"] == album.response["result"][0]["message_id"]
+    assert [label for label, _ in buttons(keyboard)][:4] == ["U1", "U2", "V1", "V2"]
+    statuses = [c for c in tg.calls_to("sendMessage") if "is queued" in c.params.get("text", "")]
+    assert len(statuses) == 1 and "red fox" in statuses[0].params["text"]  # one job, not two
+
+
+async def test_plain_text_in_private_means_imagine_and_start_greets_or_follows_a_deep_link(
+    telegram_bot: Harness,
+) -> None:
+    bot = telegram_bot
+    bot.say(bot.ada_chat, bot.ada, "a quiet harbour")
+    photo = await bot.result(ADA)
+    assert "a quiet harbour" in photo.params["caption"]
+    bot.say(bot.ada_chat, bot.ada, "/start")
+    hello = await bot.call(lambda c: c.method == "sendMessage" and "Commands:" in c.params.get("text", ""))
+    assert "/imagine" in hello.params["text"]
+    bot.say(bot.ada_chat, bot.ada, "/start credits")  # t.me/studiobot_test_bot?start=credits
+    credits = await bot.call(lambda c: c.method == "sendMessage" and "Balance" in c.params.get("text", ""))
+    assert credits.params["chat_id"] == ADA
+    bot.say(bot.group, bot.bob, "just chatting about foxes")  # plain text in a group: not for us
+    bot.say(bot.group, bot.bob, "/help@studiobot_test_bot")
+    await bot.call(lambda c: c.method == "sendMessage" and c.params["chat_id"] == GROUP_ID)
+    assert len(tg_sends(bot.tg, GROUP_ID)) == 1  # only the /help answer
+
+
+def tg_sends(tg: TelegramState, chat_id: int) -> list[TelegramCall]:
+    return [c for c in tg.sends_in(chat_id) if c.method != "sendChatAction"]
+
+
+async def test_buttons_run_as_whoever_taps_and_keep_working_after_a_restart(telegram_bot: Harness) -> None:
+    bot, tg = telegram_bot, telegram_bot.tg
+    tg.set_admins(GROUP_ID, [9999999], bot_can_delete=True)
+    bot.say(bot.group, bot.ada, "/imagine@studiobot_test_bot a castle")
+    result = sent_message(await bot.result(GROUP_ID))
+    # Bob is not the owner: the refusal is an alert only he sees, nothing is posted.
+    before = len(tg_sends(tg, GROUP_ID))
+    query = bot.tap(bot.bob, result, "vary 1 1")
+    await tg.wait_until(lambda: query in tg.callback_answers, 5, "the refusal")
+    assert tg.callback_answers[query]["text"] == "Job #1 is not one of yours."
+    assert tg.callback_answers[query]["show_alert"] is True
+    assert len(tg_sends(tg, GROUP_ID)) == before
+    # After a restart, Ada's Delete on the old message still works and removes the result.
+    await bot.stop()
+    await bot.start()
+    query = bot.tap(bot.ada, result, "delete 1")
+    notice = await bot.call(lambda c: c.method == "sendMessage" and "Deleted the images of job #1" in c.params["text"])
+    assert notice.params["chat_id"] == GROUP_ID
+    assert (GROUP_ID, result["message_id"]) in tg.deleted_messages
+    assert query in tg.callback_answers
+
+
+async def test_group_admins_come_from_telegram_and_are_cached(telegram_bot: Harness) -> None:
+    bot, tg = telegram_bot, telegram_bot.tg
+    tg.set_admins(GROUP_ID, [BOB])
+    bot.say(bot.group, bot.ada, "/imagine@studiobot_test_bot a garden")
+    result = sent_message(await bot.result(GROUP_ID))
+    bot.say(bot.group, bot.bob, "/delete@studiobot_test_bot 1")  # Bob administers the group
+    await bot.call(lambda c: c.method == "sendMessage" and "Deleted the images of job #1" in c.params["text"])
+    assert (GROUP_ID, result["message_id"]) in tg.deleted_messages
+    assert len(tg.calls_to("getChatAdministrators")) == 1  # both commands, one request
+
+
+async def test_a_key_pasted_in_a_group_is_deleted_and_never_repeated(telegram_bot: Harness) -> None:
+    bot, tg = telegram_bot, telegram_bot.tg
+    key = "sk-proj-" + "Abc123Def456Ghi789Jkl012"
+    tg.set_admins(GROUP_ID, [9999999], bot_can_delete=True)
+    pasted = bot.say(bot.group, bot.ada, f"here is my key {key}")
+    warning = await bot.call(lambda c: c.method == "sendMessage" and "looked like" in c.params.get("text", ""))
+    assert (GROUP_ID, pasted["message_id"]) in tg.deleted_messages
+    assert "deleted it" in warning.params["text"] and "revoke" in warning.params["text"]
+    # Where the bot may not delete, it asks the author to.
+    other = tg.group_chat(-1009876543210, "Sculptors")
+    tg.set_admins(other["id"], [9999999], bot_can_delete=False)
+    left = bot.say(other, bot.ada, f"/imagine@studiobot_test_bot {key}")
+    ask = await bot.call(lambda c: c.method == "sendMessage" and c.params["chat_id"] == other["id"])
+    assert "please delete it" in ask.params["text"]
+    assert (other["id"], left["message_id"]) in tg.messages
+    # In private, a key is never taken as a prompt.
+    private = bot.say(bot.ada_chat, bot.ada, key)
+    await bot.call(lambda c: c.method == "sendMessage" and c.params["chat_id"] == ADA and "looked like" in c.params["text"])
+    assert (ADA, private["message_id"]) in tg.deleted_messages
+    assert not [c for c in tg.calls if "is queued" in str(c.params.get("text", ""))]  # nothing queued
+    assert all(key not in text for text in tg.sent_texts())
+
+
+async def test_progress_edits_the_status_message_at_most_every_3_seconds_in_a_group(telegram_bot: Harness) -> None:
+    bot, tg = telegram_bot, telegram_bot.tg
+    await bot.stop()
+    await bot.start(offline_delay_s=4.0, poll_backoff_max_s=0.2)
+    bot.say(bot.group, bot.ada, "/imagine@studiobot_test_bot a slow sunrise")
+    await bot.result(GROUP_ID, timeout=15)
+    edits = tg.calls_to("editMessageText")
+    assert edits, "no progress edit"
+    assert all("a slow sunrise" in e.params["text"] and "%" in e.params["text"] for e in edits)
+    assert all(buttons(e) == [("Cancel", "cancel 1")] for e in edits)
+    for earlier, later in zip(edits, edits[1:]):
+        assert later.at - earlier.at >= 2.9 and later.params["text"] != earlier.params["text"]
+
+
+async def test_flood_limits_hold_and_retry_after_is_honoured(telegram_bot: Harness) -> None:
+    bot, tg = telegram_bot, telegram_bot.tg
+    from tests.doubles.telegram import FloodLimits
+
+    tg.flood_limits = FloodLimits(private=(1, 1.0))  # Telegram: no more than 1 message a second
+    for n in range(4):
+        bot.say(bot.ada_chat, bot.ada, f"/imagine a kite number {n}")
+    await tg.wait_until(lambda: sum(1 for c in tg.sends_in(ADA) if c.ok and c.method == "sendPhoto") == 4,
+                        30, "four results")
+    sends = [c for c in tg.sends_in(ADA) if c.method != "sendChatAction"]
+    assert all(c.status != 429 for c in sends)  # the limiter kept under Telegram's limit
+    assert all(later.at - earlier.at >= 0.95 for earlier, later in zip(sends, sends[1:]))
+    # A 429 anyway (Telegram's limits move): the request waits retry_after, then goes through.
+    tg.flood_limits = FloodLimits(private=(1, 60.0), retry_after=1)
+    bot.say(bot.ada_chat, bot.ada, "/credits")
+    refused = await bot.call(lambda c: c.status == 429)
+    tg.flood_limits = None
+    retried = await bot.call(lambda c: c.ok and c.params.get("text") == refused.params["text"], timeout=10)
+    assert retried.at - refused.at >= 1.0 and "Balance" in retried.params["text"]
+
+
+async def test_inline_mode_lists_only_the_users_own_images(telegram_bot: Harness) -> None:
+    bot, tg = telegram_bot, telegram_bot.tg
+    bot.say(bot.ada_chat, bot.ada, "/imagine a lighthouse at dusk")
+    photo = await bot.result(ADA)
+    file_id = photo.response["result"]["photo"][-1]["file_id"]
+    query = tg.inline_query_update(bot.ada, "lighthouse")
+    tg.push_update(query)
+    answer = await bot.call(lambda c: c.method == "answerInlineQuery" and c.ok)
+    (item,) = answer.params["results"]
+    assert item["type"] == "photo" and item["photo_file_id"] == file_id
+    assert answer.params["is_personal"] is True
+    tg.push_update(tg.inline_query_update(bot.bob, "lighthouse"))
+    other = await bot.call(lambda c: c.method == "answerInlineQuery" and c is not answer and c.ok)
+    assert other.params["results"] == []
+    tg.push_update(tg.inline_query_update(bot.ada, "castle"))
+    none = await bot.call(lambda c: c.method == "answerInlineQuery" and c not in (answer, other) and c.ok)
+    assert none.params["results"] == []
+
+
+async def test_originals_come_as_documents_when_the_user_asks(telegram_bot: Harness) -> None:
+    bot, tg = telegram_bot, telegram_bot.tg
+    bot.say(bot.ada_chat, bot.ada, "/settings on")
+    await bot.call(lambda c: c.method == "sendMessage" and "Saved" in c.params.get("text", ""))
+    bot.say(bot.ada_chat, bot.ada, "/imagine a mountain lake")
+    document = await bot.result(ADA)
+    assert document.method == "sendDocument" and document.files
+    assert "is ready" in document.params["caption"]
