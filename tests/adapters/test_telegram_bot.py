@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 
-from studiobot.app import run_platforms
+from studiobot.app import build_app, run_platforms, run_worker
 from studiobot.commands import COMMANDS
+from studiobot.commands.contract import ChatRef, UserRef
 from studiobot.config import Settings
 from tests.doubles.telegram import TelegramCall, TelegramState, running_telegram
 
@@ -291,3 +294,92 @@ async def test_originals_come_as_documents_when_the_user_asks(telegram_bot: Harn
     document = await bot.result(ADA)
     assert document.method == "sendDocument" and document.files
     assert "is ready" in document.params["caption"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_webhook_mode_checks_the_secret_token_and_handles_each_update_once(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/webhook"
+    async with running_telegram() as tg:
+        settings = make_settings(
+            database_url=database_url, telegram_token=tg.token, telegram_api_base=tg.base_url,
+            telegram_webhook_url=url, web_port=port,
+        )
+        bot = Harness(tg, settings)
+        await bot.start()
+        try:
+            assert tg.webhook["url"] == url and not tg.calls_to("getUpdates")
+            secret = tg.webhook["secret_token"]
+            assert secret and tg.token not in secret
+            assert set(tg.allowed_updates or ()) == {"message", "callback_query", "inline_query"}
+            update = tg.message_update(bot.ada_chat, bot.ada, "/imagine a harbour by night")
+            update["update_id"] = 777
+            # Forged or missing secret: 403, nothing happens.
+            assert (await tg.post_to_webhook(update, secret_token="wrong"))[0] == 403
+            assert (await tg.post_to_webhook(update, secret_token=None))[0] == 403
+            # Malformed bodies: 400 (Telegram gives up on them), nothing happens.
+            async with aiohttp.ClientSession() as session:
+                headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
+                async with session.post(url, data=b"{not json", headers=headers) as response:
+                    assert response.status == 400
+                async with session.post(url, json={"no": "update id"}, headers=headers) as response:
+                    assert response.status == 400
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    assert await response.json() == {"ok": True}
+            assert not tg_sends(tg, ADA)
+            # The real thing, delivered twice (Telegram retries when an answer is lost): one job.
+            assert (await tg.post_to_webhook(update))[0] == 200
+            assert (await tg.post_to_webhook(update))[0] == 200
+            photo = await bot.result(ADA)
+            assert "a harbour by night" in photo.params["caption"]
+            query = tg.callback_query_update(bot.ada, sent_message(photo), "favorite 1")
+            assert (await tg.post_to_webhook(query))[0] == 200
+            await tg.wait_until(lambda: query["callback_query"]["id"] in tg.callback_answers, 5, "the button")
+            assert "favourites" in tg.callback_answers[query["callback_query"]["id"]]["text"]
+            await asyncio.sleep(0.3)
+            queued = [c for c in tg.calls_to("sendMessage") if "is queued" in c.params.get("text", "")]
+            assert len(queued) == 1
+        finally:
+            await bot.stop()
+
+
+async def test_a_worker_process_delivers_results_over_the_bot_api(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    async with running_telegram() as tg:
+        settings = make_settings(database_url=database_url, telegram_token=tg.token, telegram_api_base=tg.base_url)
+        # A bot process accepts the command, then stops before the job runs...
+        front = await build_app(settings, {})
+        chat = ChatRef("telegram", str(GROUP_ID), "group", str(GROUP_ID), reply_to="5")
+        _, reply = await front.dispatcher.dispatch_text(
+            UserRef("telegram", str(ADA), "Ada"), chat, "/imagine a lighthouse", f"{GROUP_ID}:5")
+        await front.aclose()
+        assert reply.data["status"] == "queued"
+        # ...and a worker process (no updates of its own) makes it and posts the result.
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_worker(settings, stop=stop))
+        try:
+            photo = await tg.wait_for(lambda c: c.method == "sendPhoto" and c.ok, timeout=15)
+        finally:
+            stop.set()
+            await asyncio.wait_for(worker, 10)
+        assert photo.params["chat_id"] == GROUP_ID and photo.params["reply_parameters"]["message_id"] == 5
+        assert not tg.calls_to("getUpdates") and not tg.calls_to("setWebhook")
+
+
+async def test_a_result_goes_to_the_private_chat_when_the_group_refuses(telegram_bot: Harness) -> None:
+    bot, tg = telegram_bot, telegram_bot.tg
+    await bot.stop()
+    await bot.start(offline_delay_s=1.0, poll_backoff_max_s=0.2)
+    bot.say(bot.group, bot.ada, "/imagine@studiobot_test_bot a paper boat")
+    await bot.call(lambda c: c.method == "sendMessage" and "is queued" in c.params.get("text", ""))
+    tg.kicked_chats.add(GROUP_ID)  # removed from the group while the job ran
+    photo = await bot.result(ADA, timeout=15)
+    assert "a paper boat" in photo.params["caption"]

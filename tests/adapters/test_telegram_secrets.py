@@ -1,0 +1,97 @@
+"""Secrets on Telegram: keys go only through a private chat, are deleted from it, and never echoed.
+
+The adapter is generic over the command table; this test gives it one extra command with a secret
+parameter (the shape ``/keys add`` has), so the private-chat path is proven on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import pytest
+
+from studiobot.app import build_app, open_database
+from studiobot.bot.telegram.bot import TelegramBot, build_application
+from studiobot.commands import COMMANDS
+from studiobot.commands.contract import CommandSpec, Invocation, Param, Reply
+from studiobot.commands.deps import Deps
+from studiobot.commands.dispatcher import Dispatcher
+from studiobot.config import Settings
+from tests.doubles.telegram import running_telegram
+
+SECRET = "sk-test-Sup3rS3cretKey-0123456789"
+GROUP_ID = -1001234567890
+received: list[str] = []
+
+
+async def remember_key(inv: Invocation, deps: Deps) -> Reply:
+    received.append(inv.args["key"])
+    return Reply(text=f"Stored your {inv.args['provider']} key ending in {inv.args['key'][-4:]}.",
+                 ephemeral=True, private=True)
+
+
+KEY_COMMAND = CommandSpec(
+    "remember", "Store a provider key.", remember_key,
+    (Param("provider", str, "Which provider", required=True, positional=True),
+     Param("key", str, "your API key", required=True, secret=True)),
+    ephemeral=True,
+)
+
+
+async def test_keys_travel_only_through_a_private_chat_and_are_never_shown_or_logged(
+    make_settings: Callable[..., Settings], database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    received.clear()
+    async with running_telegram() as tg:
+        settings = make_settings(database_url=database_url, telegram_token=tg.token, telegram_api_base=tg.base_url)
+        db = await open_database(settings)
+        telegram = TelegramBot(build_application(tg.token, tg.base_url), db)
+        app = await build_app(settings, {"telegram": telegram.outbox}, db=db)
+        telegram.attach(Dispatcher((*COMMANDS, KEY_COMMAND), app.dispatcher.deps))
+        task = asyncio.create_task(telegram.run())
+        ada = tg.user(1111111, "Ada", "ada")
+        private, group = tg.private_chat(ada), tg.group_chat(GROUP_ID)
+        tg.set_admins(GROUP_ID, [9999999], bot_can_delete=True)
+
+        async def said(chat: dict, text: str) -> tuple[dict, str]:
+            update = tg.message_update(chat, ada, text)
+            mark = len(tg.calls)
+            tg.push_update(update)
+            answer = await tg.wait_for(lambda c: c in tg.calls[mark:] and c.method == "sendMessage" and c.ok)
+            return update["message"], answer.params["text"]
+
+        try:
+            await tg.wait_until(lambda: tg.polling, 10, "polling")
+            # In a group: directions to a private chat, with a deep link; nothing is run.
+            _, text = await said(group, "/remember@studiobot_test_bot openai")
+            assert "private" in text and "https://t.me/studiobot_test_bot?start=remember_openai" in text
+            # A key typed in a group is deleted and never run.
+            message, text = await said(group, f"/remember@studiobot_test_bot openai --key {SECRET}")
+            assert (GROUP_ID, message["message_id"]) in tg.deleted_messages and "revoke" in text
+            assert received == []
+            # The deep link's /start runs the command in private: the bot asks for the key...
+            _, text = await said(private, "/start remember_openai")
+            assert text.startswith("Send me your API key in your next message")
+            # ...the next message is the key: stored, then the message holding it is deleted.
+            message, text = await said(private, SECRET)
+            assert text == "Stored your openai key ending in 6789."
+            await tg.wait_until(lambda: (private["id"], message["message_id"]) in tg.deleted_messages, 5, "deleted")
+            # All in one message works too (and is deleted too).
+            message, text = await said(private, f"/remember anthropic --key {SECRET}")
+            assert text == "Stored your anthropic key ending in 6789."
+            await tg.wait_until(lambda: (private["id"], message["message_id"]) in tg.deleted_messages, 5, "deleted")
+            assert received == [SECRET, SECRET]
+            # After that, plain text is a prompt again.
+            _, text = await said(private, "a lighthouse at dusk")
+            assert "is queued" in text or "is ready" in text
+        finally:
+            await telegram.close()
+            await asyncio.wait_for(task, 10)
+            await app.aclose()
+    assert all(SECRET not in text for text in tg.sent_texts())
+    assert not any(SECRET.encode() in r.body for r in tg.requests if r.path.endswith(("sendMessage", "sendPhoto")))
+    ours = [r for r in caplog.records if not r.name.startswith("aiohttp")]  # the double's own access log
+    assert all(SECRET not in r.getMessage() and tg.token not in r.getMessage() for r in ours)
