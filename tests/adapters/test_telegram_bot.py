@@ -12,6 +12,7 @@ import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from studiobot.commands.contract import ChatRef, UserRef
 from studiobot.config import Settings
 from tests.doubles.telegram import TelegramCall, TelegramState, running_telegram
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # copied from the shared fixtures
 GROUP_ID = -1001234567890
 ADA, BOB = 1111111, 2222222
 
@@ -330,6 +332,11 @@ async def test_webhook_mode_checks_the_secret_token_and_handles_each_update_once
                 async with session.post(url, data=b"{not json", headers=headers) as response:
                     assert response.status == 400
                 async with session.post(url, json={"no": "update id"}, headers=headers) as response:
+                    assert response.status == 400
+                # Telegram's own curl sample lacks User.is_bot, which real updates always carry
+                # (fixtures/*.source.txt): refused as not an update rather than half-read.
+                sample = json.loads((FIXTURES / "telegram_update_message_command.json").read_text())
+                async with session.post(url, json=sample, headers=headers) as response:
                     assert response.status == 400
                 async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
                     assert await response.json() == {"ok": True}

@@ -95,11 +95,14 @@ class Sender:
     Args:
         bot: A PTB bot (its rate limiter paces every request).
         db: Database (file ids of images sent before).
+        photo_max_bytes: Largest photo upload; a larger image is sent as a smaller JPEG preview
+            (Telegram: 10 MB).
     """
 
-    def __init__(self, bot: Bot, db: Database) -> None:
+    def __init__(self, bot: Bot, db: Database, *, photo_max_bytes: int = PHOTO_MAX_BYTES) -> None:
         self.bot = bot
         self._db = db
+        self._photo_max = photo_max_bytes
 
     async def send(self, chat_id: int, reply: Reply, *, reply_to: int | None = None) -> Sent:
         """Post ``reply`` in ``chat_id`` as new messages.
@@ -185,11 +188,13 @@ class Sender:
             if ref.key in known:
                 pictures.append(_Picture(ref, True, known[ref.key], ref.path.name))
                 continue
-            pictures.append(await asyncio.to_thread(_prepare, ref, reply.originals))
+            pictures.append(await asyncio.to_thread(_prepare, ref, reply.originals, self._photo_max))
         if len({p.as_photo for p in pictures}) > 1:
             # A media group mixes photos and videos, never documents; send all as documents.
-            pictures = [p if not p.as_photo else await asyncio.to_thread(_prepare, p.ref, True)
-                        for p in pictures]
+            pictures = [
+                p if not p.as_photo else await asyncio.to_thread(_prepare, p.ref, True, self._photo_max)
+                for p in pictures
+            ]
         return pictures
 
     async def _remember(self, pictures: Sequence[_Picture], messages: Sequence[Message]) -> None:
@@ -203,7 +208,7 @@ class Sender:
             await self._db.run(platform_files.remember, PLATFORM, files)
 
 
-def _prepare(ref: ImageRef, originals: bool) -> _Picture:
+def _prepare(ref: ImageRef, originals: bool, photo_max: int) -> _Picture:
     """Read an image and decide how it travels: a photo, a smaller photo, or a document."""
     data = ref.path.read_bytes()
     if originals:
@@ -212,9 +217,9 @@ def _prepare(ref: ImageRef, originals: bool) -> _Picture:
         width, height = image.size
     if width + height > _PHOTO_SIDES_MAX or max(width, height) > _PHOTO_RATIO_MAX * min(width, height):
         return _Picture(ref, False, data, ref.path.name)
-    if len(data) > PHOTO_MAX_BYTES:
+    if len(data) > photo_max:
         # The original stays in the store (and /settings on sends originals as documents).
-        return _Picture(ref, True, preview_within(data, PHOTO_MAX_BYTES), ref.path.stem + ".jpg")
+        return _Picture(ref, True, preview_within(data, photo_max), ref.path.stem + ".jpg")
     return _Picture(ref, True, data, ref.path.name)
 
 
