@@ -390,3 +390,17 @@ async def test_a_result_goes_to_the_private_chat_when_the_group_refuses(telegram
     tg.kicked_chats.add(GROUP_ID)  # removed from the group while the job ran
     photo = await bot.result(ADA, timeout=15)
     assert "a paper boat" in photo.params["caption"]
+
+
+async def test_a_typed_cancel_updates_the_status_message(telegram_bot: Harness) -> None:
+    bot, tg = telegram_bot, telegram_bot.tg
+    await bot.stop()
+    await bot.start(offline_delay_s=30.0)
+    bot.say(bot.group, bot.ada, "/imagine@studiobot_test_bot a long night")
+    status = await bot.call(lambda c: c.method == "sendMessage" and "is queued" in c.params.get("text", ""))
+    status_id = sent_message(status)["message_id"]
+    await asyncio.sleep(0.3)  # the status message is recorded as the job's
+    bot.say(bot.group, bot.ada, "/cancel@studiobot_test_bot 1")
+    edit = await bot.call(lambda c: c.method == "editMessageText" and c.params["message_id"] == status_id
+                          and "Cancelled job #1" in c.params["text"])
+    assert "reply_markup" not in edit.params or not buttons(edit)  # no Cancel button left

@@ -14,6 +14,7 @@ special care (issue 4, reference-platform-rules.md section 5):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -130,6 +131,11 @@ class UpdateHandlers:
             return
         job_id = reply.data.get("job_id")
         if reply.replaces_source and job_id is not None:
+            # Typed /cancel or /delete: the job's own messages change too, as after a button.
+            ref = parse_ref(await lifecycle.origin_message(self._db, int(job_id)))
+            if ref is not None and ref[0] == "status" and ref[1] == chat.id:
+                with contextlib.suppress(BadRequest):
+                    await self.sender.edit_text(chat.id, ref[2][0], replace(reply, buttons=()))
             await self._tidy_result(chat.id, int(job_id))
         sent = await self.sender.send(chat.id, reply, reply_to=reply_to)
         await self._track_status(reply, chat.id, sent.keyboard_message_id)
