@@ -17,10 +17,9 @@ from studiobot.bot.discord.client import StudioBot, use_api_base
 from studiobot.bot.discord.interactions import InteractionRegistry
 from studiobot.bot.discord.outbox import DiscordOutbox
 from studiobot.commands import COMMANDS
-from studiobot.commands.contract import CommandSpec, Invocation, Param, Reply
-from studiobot.commands.deps import Deps
 from studiobot.commands.dispatcher import Dispatcher
 from studiobot.config import Settings
+from tests.adapters.secret_command import KEY_COMMAND, SECRET, received
 from tests.doubles.discord import (
     API,
     DEFERRED_CHANNEL_MESSAGE,
@@ -33,22 +32,6 @@ from tests.doubles.discord import (
     use_double,
 )
 
-SECRET = "sk-test-Sup3rS3cretKey-0123456789"
-received: list[str] = []
-
-
-async def remember_key(inv: Invocation, deps: Deps) -> Reply:
-    received.append(inv.args["key"])
-    return Reply(text=f"Stored your {inv.args['provider']} key ending in {inv.args['key'][-4:]}.",
-                 ephemeral=True, private=True)
-
-
-KEY_COMMAND = CommandSpec(
-    "remember", "Store a provider key.", remember_key,
-    (Param("provider", str, "Which provider", required=True, positional=True),
-     Param("key", str, "The API key", required=True, secret=True)),
-    ephemeral=True,
-)
 
 
 async def test_a_secret_is_asked_in_a_modal_and_never_shown_or_logged(

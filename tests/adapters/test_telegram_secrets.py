@@ -15,29 +15,12 @@ import pytest
 from studiobot.app import build_app, open_database
 from studiobot.bot.telegram.bot import TelegramBot, build_application
 from studiobot.commands import COMMANDS
-from studiobot.commands.contract import CommandSpec, Invocation, Param, Reply
-from studiobot.commands.deps import Deps
 from studiobot.commands.dispatcher import Dispatcher
 from studiobot.config import Settings
+from tests.adapters.secret_command import KEY_COMMAND, SECRET, received
 from tests.doubles.telegram import running_telegram
 
-SECRET = "sk-test-Sup3rS3cretKey-0123456789"
 GROUP_ID = -1001234567890
-received: list[str] = []
-
-
-async def remember_key(inv: Invocation, deps: Deps) -> Reply:
-    received.append(inv.args["key"])
-    return Reply(text=f"Stored your {inv.args['provider']} key ending in {inv.args['key'][-4:]}.",
-                 ephemeral=True, private=True)
-
-
-KEY_COMMAND = CommandSpec(
-    "remember", "Store a provider key.", remember_key,
-    (Param("provider", str, "Which provider", required=True, positional=True),
-     Param("key", str, "your API key", required=True, secret=True)),
-    ephemeral=True,
-)
 
 
 async def test_keys_travel_only_through_a_private_chat_and_are_never_shown_or_logged(

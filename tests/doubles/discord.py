@@ -57,6 +57,7 @@ from aiohttp import WSMsgType, web
 from tests.doubles.server import (
     RecordedRequest,
     Scripted,
+    Watched,
     reply,
     respond,
     scripting_middleware,
@@ -396,7 +397,7 @@ class GatewaySession:
 
 
 @dataclass
-class DiscordState:
+class DiscordState(Watched):
     """What the double knows and saw, plus the test-side controls.
 
     Attributes:
@@ -554,37 +555,6 @@ class DiscordState:
         return by_shard
 
     # -- waiting -----------------------------------------------------------------------------
-
-    @property
-    def changed(self) -> asyncio.Event:
-        """Set whenever a call is recorded or a gateway session changes (waiters clear it)."""
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        return self._changed
-
-    def _notify(self) -> None:
-        self.changed.set()
-
-    async def wait_until(self, check: Callable[[], Any], timeout: float = 5.0,
-                         what: str = "condition not met") -> Any:
-        """Wait until ``check()`` is truthy and return its value.
-
-        ``check`` is re-evaluated whenever the double records a call, receives a gateway frame or
-        a gateway session changes, so it should depend on the double's state.
-
-        Raises:
-            TimeoutError: ``check`` stayed falsy for ``timeout`` seconds.
-        """
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    if result := check():
-                        return result
-                    # No await between check and clear, so no set() can be lost.
-                    self.changed.clear()
-                    await self.changed.wait()
-        except TimeoutError:
-            raise TimeoutError(f"{what} within {timeout}s") from None
 
     async def wait_for(self, predicate: Callable[[DiscordCall], bool],
                        timeout: float = 5.0) -> DiscordCall:

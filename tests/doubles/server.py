@@ -38,6 +38,44 @@ class RecordedRequest:
     json: Any
 
 
+class Watched:
+    """State a test waits on: :attr:`changed` is set on every change the double sees, and
+    :meth:`wait_until` re-checks a condition each time. Subclasses (dataclasses) declare
+    ``_changed: asyncio.Event | None = None`` and call :meth:`_notify` when anything happens."""
+
+    _changed: asyncio.Event | None
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Set whenever the double records something (waiters clear it)."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def _notify(self) -> None:
+        self.changed.set()
+
+    async def wait_until(self, check: Callable[[], Any], timeout: float = 5.0,
+                         what: str = "condition not met") -> Any:
+        """Wait until ``check()`` is truthy and return its value.
+
+        ``check`` is re-evaluated on every change the double sees, so it should depend on its state.
+
+        Raises:
+            TimeoutError: ``check`` stayed falsy for ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if result := check():
+                        return result
+                    # No await between check and clear, so no set() can be lost.
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"{what} within {timeout}s") from None
+
+
 def reply(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Scripted:
     """A scripted answer for ``state.fail_next``."""
     return ("status", status, body, headers or {})

@@ -65,6 +65,7 @@ from PIL import Image
 from tests.doubles.server import (
     RecordedRequest,
     Scripted,
+    Watched,
     reply,
     respond,
     scripting_middleware,
@@ -223,7 +224,7 @@ class FileRecord:
 
 
 @dataclass
-class TelegramState:
+class TelegramState(Watched):
     """What the double knows and saw, plus the test-side controls and update builders.
 
     Attributes:
@@ -345,36 +346,6 @@ class TelegramState:
         return self._polls_waiting > 0
 
     # -- waiting -----------------------------------------------------------------------------
-
-    @property
-    def changed(self) -> asyncio.Event:
-        """Set whenever a call arrives or is answered, or an update is pushed (waiters clear it)."""
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        return self._changed
-
-    def _notify(self) -> None:
-        self.changed.set()
-
-    async def wait_until(self, check: Callable[[], Any], timeout: float = 5.0,
-                         what: str = "condition not met") -> Any:
-        """Wait until ``check()`` is truthy and return its value.
-
-        ``check`` is re-evaluated on every change the double sees, so it should depend on its state.
-
-        Raises:
-            TimeoutError: ``check`` stayed falsy for ``timeout`` seconds.
-        """
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    if result := check():
-                        return result
-                    # No await between check and clear, so no set() can be lost.
-                    self.changed.clear()
-                    await self.changed.wait()
-        except TimeoutError:
-            raise TimeoutError(f"{what} within {timeout}s") from None
 
     async def wait_for(self, predicate: str | Callable[[TelegramCall], bool],
                        timeout: float = 5.0, *, pending: bool = False) -> TelegramCall:
