@@ -214,7 +214,7 @@ async def _rest_outboxes(settings: Settings, db: Database, stack: AsyncExitStack
         outboxes[PLATFORM] = outbox
     if settings.telegram_token is not None:
         from studiobot.bot.telegram.bot import open_outbox
-        from studiobot.bot.telegram.render import PLATFORM as TELEGRAM
+        from studiobot.bot.telegram.translate import PLATFORM as TELEGRAM
 
         telegram, close = await open_outbox(
             settings.telegram_token.get_secret_value(), settings.telegram_api_base, db
@@ -276,7 +276,7 @@ async def _serve(settings: Settings, db: Database, stop: asyncio.Event) -> None:
         services.append(("Discord", lambda: bot.start(token), bot.close))
     if settings.telegram_token is not None:
         from studiobot.bot.telegram.bot import TelegramBot, build_application
-        from studiobot.bot.telegram.render import PLATFORM as TELEGRAM
+        from studiobot.bot.telegram.translate import PLATFORM as TELEGRAM
         from studiobot.bot.telegram.webhook import derive_secret, webhook_handler
 
         telegram_token = settings.telegram_token.get_secret_value()
@@ -291,7 +291,7 @@ async def _serve(settings: Settings, db: Database, stop: asyncio.Event) -> None:
         attach.append(lambda app: telegram.attach(app.dispatcher))
         services.append(("Telegram", telegram.run, telegram.close))
         if settings.telegram_webhook_url:
-            web = web or WebServer(settings.web_host, settings.web_port)
+            web = WebServer(settings.web_host, settings.web_port)
             path = urlsplit(settings.telegram_webhook_url).path or "/"
             web.add_route("POST", path, webhook_handler(telegram, secret))
     if web is not None:

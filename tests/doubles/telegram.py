@@ -1104,32 +1104,28 @@ async def _edit_message_reply_markup(state: TelegramState, call: TelegramCall) -
     return _apply_edit(state, message, {"reply_markup": markup})
 
 
-@_api("sendPhoto")
-async def _send_photo(state: TelegramState, call: TelegramCall) -> Any:
+def _send_file(state: TelegramState, call: TelegramCall, kind: str,
+               read: Callable[[TelegramState, Any, UploadedFile | None], Any]) -> Json:
+    """sendPhoto / sendDocument: a captioned message carrying the file under ``kind``."""
     chat = _target(state, call.params)
     caption, entities = _formatted(call.params, "caption", "caption_entities", CAPTION_LIMIT,
                                    "message caption is too long")
     markup = _check_markup(call.params.get("reply_markup"))
     reply_to = _reply_target(state, chat, call.params)
-    photo = _photo(state, call.params.get("photo"), call.uploads.get("photo"))
+    content = read(state, call.params.get(kind), call.uploads.get(kind))
     state._take_flood_slot(chat)
-    return state._store(chat, state.bot_user(), photo=photo, caption=caption or None,
-                        caption_entities=entities, reply_markup=markup,
-                        reply_to_message=reply_to)
+    return state._store(chat, state.bot_user(), caption=caption or None, caption_entities=entities,
+                        reply_markup=markup, reply_to_message=reply_to, **{kind: content})
+
+
+@_api("sendPhoto")
+async def _send_photo(state: TelegramState, call: TelegramCall) -> Any:
+    return _send_file(state, call, "photo", _photo)
 
 
 @_api("sendDocument")
 async def _send_document(state: TelegramState, call: TelegramCall) -> Any:
-    chat = _target(state, call.params)
-    caption, entities = _formatted(call.params, "caption", "caption_entities", CAPTION_LIMIT,
-                                   "message caption is too long")
-    markup = _check_markup(call.params.get("reply_markup"))
-    reply_to = _reply_target(state, chat, call.params)
-    document = _document(state, call.params.get("document"), call.uploads.get("document"))
-    state._take_flood_slot(chat)
-    return state._store(chat, state.bot_user(), document=document, caption=caption or None,
-                        caption_entities=entities, reply_markup=markup,
-                        reply_to_message=reply_to)
+    return _send_file(state, call, "document", _document)
 
 
 @_api("sendMediaGroup")

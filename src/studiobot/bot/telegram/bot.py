@@ -25,7 +25,8 @@ from studiobot.bot.telegram.handlers import UpdateHandlers
 from studiobot.bot.telegram.limits import ChatRateLimiter
 from studiobot.bot.telegram.menu import sync_menus
 from studiobot.bot.telegram.outbox import TelegramOutbox
-from studiobot.bot.telegram.render import PLATFORM, Sender
+from studiobot.bot.telegram.render import Sender
+from studiobot.bot.telegram.translate import PLATFORM
 from studiobot.commands.dispatcher import Dispatcher
 from studiobot.db import seen_updates
 from studiobot.db.engine import Database

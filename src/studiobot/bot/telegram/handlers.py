@@ -34,8 +34,8 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 
 from studiobot.bot.telegram.admins import AdminCache
 from studiobot.bot.telegram.outbox import TelegramOutbox, parse_ref, status_ref
-from studiobot.bot.telegram.render import PLATFORM, Sender, cut
-from studiobot.bot.telegram.translate import chat_ref, command_line, deep_link, user_ref
+from studiobot.bot.telegram.render import Sender, cut
+from studiobot.bot.telegram.translate import PLATFORM, chat_ref, command_line, deep_link, user_ref
 from studiobot.commands import gallery
 from studiobot.commands.contract import CommandSpec, Param, Reply
 from studiobot.commands.dispatcher import Dispatcher
@@ -99,7 +99,10 @@ class UpdateHandlers:
         if secret_params and spec is not None and raw is not None:
             await self._secret_command(message, spec, raw, secret_params)
             return
-        await self._run(message, line.text)
+        if spec is not None and raw is not None:
+            await self._run(message, spec.name, raw)
+        else:
+            await self._run(message, line.text)  # the dispatcher explains what is wrong with it
 
     async def _run(self, message: Message, text: str, raw: dict[str, Any] | None = None) -> None:
         """Run command line ``text``, or command ``text`` with arguments ``raw`` when given."""

@@ -74,8 +74,9 @@ async def sync_menus(bot: Bot, db: Database, specs: Sequence[CommandSpec], *, fo
     if not force and await platform_state.get(db, key) == digest:
         log.info("Telegram command menus unchanged; not uploading")
         return False
-    for scope, commands in menus(specs):
+    scopes = menus(specs)
+    for scope, commands in scopes:
         await bot.set_my_commands(commands, scope=scope)
     await platform_state.put(db, key, digest)
-    log.info("uploaded Telegram command menus (%d scopes)", len(menus(specs)))
+    log.info("uploaded Telegram command menus (%d scopes)", len(scopes))
     return True

@@ -74,8 +74,10 @@ class TelegramOutbox:
             if job_id is not None:
                 await self._progress(int(job_id), reply)
             return None
-        status = parse_ref(await lifecycle.origin_message(self._db, job_id)) if job_id is not None else None
-        if status is not None and status[0] == "status" and not reply.images:
+        status = None
+        if job_id is not None and not reply.images:
+            status = parse_ref(await lifecycle.origin_message(self._db, job_id))
+        if status is not None and status[0] == "status":
             shown = await self._edit_status(status[1], status[2][0], reply)
             if shown:
                 await lifecycle.set_origin_message(self._db, job_id, result_ref(status[1], status[2]))

@@ -29,6 +29,7 @@ from telegram import (
     ReplyParameters,
 )
 
+from studiobot.bot.telegram.translate import PLATFORM
 from studiobot.commands.contract import Button, ImageRef, Reply
 from studiobot.db import platform_files
 from studiobot.db.engine import Database
@@ -36,7 +37,6 @@ from studiobot.media.images import preview_within
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "telegram"
 TEXT_MAX = 4096
 CAPTION_MAX = 1024
 PHOTO_MAX_BYTES = 10 * 1000 * 1000
