@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+from pydantic import TypeAdapter
+
 from studiobot.config import Settings
 
 
@@ -25,7 +27,7 @@ def render() -> str:
         if default is None:
             value = ""
         elif isinstance(default, (dict, tuple, list)):
-            value = json.dumps(list(default) if isinstance(default, tuple) else default)
+            value = json.dumps(TypeAdapter(field.annotation).dump_python(default, mode="json"))
         else:
             value = str(default)
         lines.append(f"# {field.description}")

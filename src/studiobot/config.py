@@ -10,13 +10,62 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _alias(name: str, *extra: str) -> AliasChoices:
     return AliasChoices(f"STUDIOBOT_{name.upper()}", *extra)
+
+
+_PRODUCT_ID = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+
+
+class CreditPack(BaseModel):
+    """A pack of credits for sale: ``price`` is in the currency's smallest unit (cents for USD).
+
+    Stripe: ``unit_amount`` is an integer in minor units and ``currency`` a lowercase ISO code.
+    """
+
+    id: str = Field(pattern=_PRODUCT_ID)
+    credits: int = Field(ge=1)
+    price: int = Field(ge=50, description="Minor units; Stripe's minimum charge is about 0.50.")
+    currency: str = Field("usd", pattern=r"^[a-z]{3}$")
+    label: str = Field(min_length=1, max_length=100)
+
+
+class PassPlan(BaseModel):
+    """A time-boxed pass: ``credits_per_window`` credits every ``window_s`` seconds for ``duration_s``.
+
+    For example 15 images an hour for 24 hours: ``credits_per_window=15, window_s=3600,
+    duration_s=86400``. Credits not used in a window do not carry over.
+    """
+
+    id: str = Field(pattern=_PRODUCT_ID)
+    credits_per_window: int = Field(ge=1)
+    window_s: int = Field(ge=60)
+    duration_s: int = Field(ge=60)
+    price: int = Field(ge=50)
+    currency: str = Field("usd", pattern=r"^[a-z]{3}$")
+    label: str = Field(min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> PassPlan:
+        if self.window_s > self.duration_s:
+            raise ValueError("a pass's window_s cannot be longer than its duration_s")
+        return self
+
+
+DEFAULT_PACKS = (
+    CreditPack(id="small", credits=100, price=500, label="100 credits"),
+    CreditPack(id="large", credits=500, price=2000, label="500 credits"),
+)
+DEFAULT_PASSES = (
+    PassPlan(id="day", credits_per_window=15, window_s=3600, duration_s=86400, price=300,
+             label="Day pass: 15 images an hour for 24 hours"),
+)
 
 
 class Settings(BaseSettings):
@@ -43,8 +92,49 @@ class Settings(BaseSettings):
         "FULL", description="SQLite synchronous pragma. FULL makes every ledger commit durable."
     )
 
-    # Credits
+    # Credits and billing
     welcome_credits: int = Field(50, ge=0, description="Credits granted to every new user.")
+    credit_packs: tuple[CreditPack, ...] = Field(
+        DEFAULT_PACKS,
+        description='Credit packs for sale, JSON list of {"id", "credits", "price" (minor units, e.g. '
+        'cents), "currency", "label"}.',
+    )
+    passes: tuple[PassPlan, ...] = Field(
+        DEFAULT_PASSES,
+        description='Passes for sale, JSON list of {"id", "credits_per_window", "window_s", '
+        '"duration_s", "price", "currency", "label"}.',
+    )
+    stripe_secret_key: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("stripe_secret_key", "STRIPE_SECRET_KEY"),
+        description="Stripe secret (or restricted) key; when set, /buy sells the packs and passes.",
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("stripe_webhook_secret", "STRIPE_WEBHOOK_SECRET"),
+        description="Signing secret (whsec_...) of the webhook endpoint <public_url>/stripe/webhook.",
+    )
+    stripe_api_base: str = Field("https://api.stripe.com", description="Stripe API root.")
+    public_url: str | None = Field(
+        None,
+        validation_alias=_alias("public_url"),
+        description="Public base URL of the web server (checkout landing pages, webhooks); "
+        "default http://<web_host>:<web_port>.",
+    )
+    checkout_expires_s: int = Field(
+        3600, ge=1800, le=86400, description="How long a checkout link stays valid (Stripe: 30 min to 24 h)."
+    )
+    clawback_policy: Literal["debt", "absorb"] = Field(
+        "debt",
+        description="When a refund or dispute takes back credits already spent: debt (owed, repaid "
+        "from the next credits) or absorb (take what is there, record the rest as written off).",
+    )
+    reconcile_interval_s: float = Field(
+        600.0, gt=0, description="How often recent paid Checkout Sessions are checked for missed webhooks."
+    )
+    reconcile_window_s: float = Field(
+        3 * 86400.0, gt=0, description="How far back reconciliation looks (Stripe retries for 3 days)."
+    )
 
     # Commands and limits
     prompt_max_chars: int = Field(1000, ge=10, le=32000, description="Longest prompt accepted, in characters.")
@@ -147,12 +237,27 @@ class Settings(BaseSettings):
                 raise ValueError(f"discord_shard_ids {bad} are outside 0..{self.discord_shard_count - 1}")
         return self
 
+    @model_validator(mode="after")
+    def _products_unique(self) -> Settings:
+        ids = [p.id for p in self.credit_packs] + [p.id for p in self.passes]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"credit_packs and passes must have distinct ids; repeated: {twice}")
+        return self
+
     @field_validator("telegram_webhook_url")
     @classmethod
     def _webhook_url_has_path(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be a full URL, e.g. https://bot.example.com/telegram/webhook")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_a_base(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be a full URL, e.g. https://studio.example.com")
+        return value.rstrip("/") if value else value
 
     @field_validator("telegram_webhook_secret")
     @classmethod
@@ -175,6 +280,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'studiobot.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        """Where the web server is reached from outside: ``public_url``, else its own address."""
+        return self.public_url or f"http://{self.web_host}:{self.web_port}"
 
     @property
     def media_dir(self) -> Path:

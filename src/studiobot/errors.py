@@ -37,12 +37,17 @@ class InsufficientCredits(UserError):
     Args:
         needed: Credits the request costs.
         available: Credits the user has now.
+        owed: Credits the user owes after a refund or dispute (repaid from their next credits).
     """
 
-    def __init__(self, needed: int, available: int) -> None:
-        super().__init__(
-            f"This needs {needed} credit{'s' if needed != 1 else ''} and you have {available}. "
-            "Lower the image count, or get more credits."
-        )
+    def __init__(self, needed: int, available: int, owed: int = 0) -> None:
+        message = f"This needs {needed} credit{'s' if needed != 1 else ''} and you have {available}."
+        if owed:
+            message += (
+                f" You owe {owed} credit{'s' if owed != 1 else ''} taken back after a refund; "
+                "they are repaid from the next credits you get."
+            )
+        super().__init__(message + " Lower the image count, or get more credits with /buy.")
         self.needed = needed
         self.available = available
+        self.owed = owed

@@ -117,19 +117,29 @@ class CreditAccount(Base):
     """A user's balance: a cache of the sum of their entries, updated in the same transaction."""
 
     __tablename__ = "credit_accounts"
-    __table_args__ = (CheckConstraint("balance >= 0", name="balance_not_negative"),)
+    __table_args__ = (
+        CheckConstraint("balance >= 0", name="balance_not_negative"),
+        CheckConstraint("owed >= 0", name="owed_not_negative"),
+    )
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Credits clawed back by a refund or dispute that the balance could not cover (the ``debt``
+    #: policy); repaid from the next credits the user receives, before they can spend again.
+    owed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: When the user's last pass ends: reservations look for a pass only while this is ahead.
+    pass_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class CreditEntry(Base):
     """An append-only ledger entry. ``amount`` is signed; ``balance_after`` is the balance it left.
 
-    ``kind`` is one of grant | purchase | reserve | capture | refund | adjustment | pass. A capture
-    moves no credits (amount 0): it records that the reservation was spent. ``idempotency_key`` is
-    unique, which is what makes every ledger operation safe to repeat.
+    ``kind`` is one of grant | purchase | reserve | capture | refund | adjustment | pass | clawback |
+    repay. A capture moves no credits (amount 0): it records that the reservation was spent.
+    ``idempotency_key`` is unique, which is what makes every ledger operation safe to repeat.
+    ``order_id`` ties purchases and clawbacks to their order; ``actor`` names who made a manual
+    adjustment (an operator's platform:user id).
     """
 
     __tablename__ = "credit_entries"
@@ -141,6 +151,8 @@ class CreditEntry(Base):
     amount: Mapped[int] = mapped_column(BigInteger)
     balance_after: Mapped[int] = mapped_column(BigInteger)
     job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    order_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    actor: Mapped[str | None] = mapped_column(String(100), nullable=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     note: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -174,6 +186,9 @@ class Job(Base):
     model: Mapped[str] = mapped_column(String(100))
     key_source: Mapped[str] = mapped_column(String(16), default="platform")
     cost: Mapped[int] = mapped_column(Integer, default=0)
+    #: The part of ``cost`` drawn from a pass (the rest came from the balance).
+    pass_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    pass_credits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16), default="queued")
     provider_task_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -286,6 +301,91 @@ class SeenUpdate(Base):
     platform: Mapped[str] = mapped_column(String(16), primary_key=True)
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class CreditPass(Base):
+    """A time-boxed plan: ``credits_per_window`` credits every ``window_s`` seconds until ``expires_at``.
+
+    Windows are counted from ``starts_at``; ``used`` counts the credits drawn in window number
+    ``window_no`` (a draw in a later window starts the count again). Reservations draw from an
+    active pass before the balance.
+    """
+
+    __tablename__ = "passes"
+    __table_args__ = (Index("ix_passes_user_id_expires_at", "user_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    order_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, unique=True)
+    plan: Mapped[str] = mapped_column(String(40))
+    label: Mapped[str] = mapped_column(String(100))
+    credits_per_window: Mapped[int] = mapped_column(Integer)
+    window_s: Mapped[int] = mapped_column(Integer)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    window_no: Mapped[int] = mapped_column(Integer, default=0)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Order(Base):
+    """A purchase of a credit pack or a pass through a Stripe Checkout Session.
+
+    What was bought (``kind``, ``product_id``, ``label``, ``credits``, the pass's window and
+    duration, ``amount`` in the currency's minor units) is copied from the catalogue when the order
+    is made, so later catalogue changes never change an order. ``status``: pending (no session yet)
+    -> open -> awaiting_payment (delayed payment methods) -> paid | failed | expired; a paid order
+    may become refunded or disputed. ``credits_clawed`` counts what refunds and disputes took back.
+    """
+
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    product_id: Mapped[str] = mapped_column(String(40))
+    label: Mapped[str] = mapped_column(String(100))
+    credits: Mapped[int] = mapped_column(Integer)
+    pass_window_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pass_duration_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    checkout_session_id: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    checkout_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_clawed: Mapped[int] = mapped_column(Integer, default=0)
+    note: Mapped[str] = mapped_column(String(200), default="")
+    origin_platform: Mapped[str] = mapped_column(String(16))
+    origin_chat: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    fulfilled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StripeEvent(Base):
+    """The inbox of verified Stripe webhook events: stored (by unique id) before anything acts on them.
+
+    ``object`` keeps only the fields fulfilment reads (no customer details). ``processed_at`` stays
+    empty until the event's effect is committed; a refund or dispute that arrives before its order
+    was paid waits here (matched by ``payment_intent`` or ``order_id``) and is applied with the
+    fulfilment.
+    """
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    payment_intent: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    object: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str] = mapped_column(String(200), default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
 
 
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")

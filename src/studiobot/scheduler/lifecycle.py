@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from studiobot.billing import ledger
 from studiobot.db.engine import Database
 from studiobot.db.models import ACTIVE_STATUSES, Asset, Job, JobEvent, UTCDateTime, utcnow
-from studiobot.errors import InsufficientCredits, LimitReached
+from studiobot.errors import LimitReached
 
 JobRow = Row[Any]
 _jobs = Job.__table__
@@ -57,12 +57,14 @@ _ACCEPT_TEXT_PARAMS = (
 )
 # PostgreSQL accepts in one statement what takes four elsewhere: data-modifying CTEs reserve the
 # credits (locking the account row), insert the job, its reserve entry and its event. Nothing is
-# inserted when the balance is short (no row comes back). Round trips, not SQL, are the cost here.
+# inserted when the balance is short or a pass is running (no row comes back); those take the
+# general path. Round trips, not SQL, are the cost here.
 _ACCEPT_PG = text(
     """
     WITH r AS (
         UPDATE credit_accounts SET balance = balance - :cost, updated_at = :now
         WHERE user_id = :user_id AND balance >= :cost
+          AND (:cost = 0 OR pass_until IS NULL OR pass_until <= :now)
         RETURNING balance
     ), j AS (
         INSERT INTO jobs (user_id, kind, prompt, negative_prompt, params, provider, model,
@@ -174,12 +176,12 @@ def enqueue(conn: Connection, job: NewJob, limits: Limits) -> tuple[int, int]:
         "idempotency_key": job.idempotency_key,
     }
     detail = f"{job.provider}/{job.model} cost={job.cost}"
+    row = None
     if conn.dialect.name == "postgresql":
         row = conn.execute(
             _ACCEPT_PG, {**values, "detail": detail, "reserve_prefix": RESERVE_PREFIX}
         ).one_or_none()
-        if row is None:
-            raise InsufficientCredits(needed=job.cost, available=ledger.balance_of(conn, job.user_id))
+    if row is not None:
         job_id, balance = row
     else:
         job_id = conn.execute(
@@ -190,7 +192,13 @@ def enqueue(conn: Connection, job: NewJob, limits: Limits) -> tuple[int, int]:
                 "due_at": now, "created_at": now,
             },
         ).scalar_one()
-        balance = ledger.reserve(conn, job.user_id, job.cost, job_id=job_id, key=f"{RESERVE_PREFIX}{job_id}")
+        held = ledger.reserve(conn, job.user_id, job.cost, job_id=job_id, key=f"{RESERVE_PREFIX}{job_id}", now=now)
+        if held.pass_credits:
+            conn.execute(
+                update(_jobs).where(_jobs.c.id == job_id)
+                .values(pass_id=held.pass_id, pass_credits=held.pass_credits)
+            )
+        balance = held.balance
         _event(conn, job_id, "queued", detail, now=now)
     active, last_hour = conn.execute(
         _LIMITS, {"uid": job.user_id, "since": now - timedelta(hours=1)}
@@ -428,12 +436,15 @@ async def _end(
                     status=status, error_code=code, error_message=message[:1000],
                     finished_at=utcnow(), lease_owner=None, lease_expires_at=None,
                 )
-                .returning(Job.user_id, Job.cost)
+                .returning(Job.user_id, Job.cost, Job.pass_id, Job.pass_credits, Job.created_at)
             )
         ).one_or_none()
         if row is None:
             return False
-        ledger.refund(conn, row.user_id, row.cost, job_id=job_id, note=f"{status}: {code}")
+        ledger.refund(
+            conn, row.user_id, row.cost, job_id=job_id, note=f"{status}: {code}",
+            pass_id=row.pass_id, pass_credits=row.pass_credits, drawn_at=row.created_at,
+        )
         _event(conn, job_id, status, f"{code}: {message[:200]}")
         return True
 
