@@ -23,10 +23,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from studiobot.billing.catalogue import Catalogue
+from studiobot.billing.gateway import PaymentsUnavailable, StripeGateway
+from studiobot.billing.service import Billing, Notify
 from studiobot.commands import COMMANDS
 from studiobot.commands.contract import Outbox, UserRef
 from studiobot.commands.deps import Deps
 from studiobot.commands.dispatcher import Dispatcher
+from studiobot.commands.notices import PaymentNotices
 from studiobot.commands.presenter import JobPresenter
 from studiobot.commands.users import UserDirectory
 from studiobot.config import Settings
@@ -43,6 +47,7 @@ from studiobot.scheduler.recovery import Recovery
 from studiobot.scheduler.runner import SchedulerRunner
 from studiobot.scheduler.worker import Worker
 from studiobot.web.server import WebServer
+from studiobot.web.stripe import add_stripe_routes
 
 log = logging.getLogger("studiobot")
 
@@ -61,10 +66,12 @@ class App:
     worker: Worker
     poller: Poller
     recovery: Recovery
+    billing: Billing
 
     async def aclose(self) -> None:
         """Stop the scheduler and release connections and clients."""
         await self.runner.shutdown()
+        await self.billing.aclose()
         await self.router.aclose()
         await self.http.aclose()
         await self.db.dispose()
@@ -160,10 +167,49 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: D
         worker, poller, recovery,
         worker_interval_s=settings.worker_interval_s, poll_interval_s=settings.poll_interval_s,
     )
+    billing = build_billing(settings, db, PaymentNotices(db, outboxes))
+    if billing.selling:
+        runner.add_interval(
+            "reconcile", lambda: _reconcile(billing, settings.reconcile_window_s),
+            seconds=settings.reconcile_interval_s, first_after_s=5.0,
+        )
+    if billing.receiving:
+        # Events stored but never handled (the process stopped right after answering Stripe).
+        runner.add_interval("stripe-inbox", billing.process_pending, seconds=30.0, first_after_s=30.0)
     users = UserDirectory(db, welcome_credits=settings.welcome_credits)
-    deps = Deps(db=db, router=router, settings=settings, store=store, users=users, job_queued=runner.nudge)
+    deps = Deps(db=db, router=router, settings=settings, store=store, users=users, job_queued=runner.nudge,
+                billing=billing)
     dispatcher = Dispatcher(COMMANDS, deps)
-    return App(settings, db, store, router, http, dispatcher, runner, worker, poller, recovery)
+    return App(settings, db, store, router, http, dispatcher, runner, worker, poller, recovery, billing)
+
+
+def build_billing(settings: Settings, db: Database, notify: Notify | None = None) -> Billing:
+    """The billing service: the catalogue, and Stripe when a secret key is configured."""
+    gateway = None
+    if settings.stripe_secret_key is not None:
+        gateway = StripeGateway(settings.stripe_secret_key.get_secret_value(), api_base=settings.stripe_api_base)
+    return Billing(
+        db, gateway, Catalogue.from_settings(settings.credit_packs, settings.passes),
+        webhook_secret=(settings.stripe_webhook_secret.get_secret_value()
+                        if settings.stripe_webhook_secret else None),
+        base_url=settings.base_url, checkout_expires_s=settings.checkout_expires_s,
+        clawback_policy=settings.clawback_policy, notify=notify,
+    )
+
+
+async def _reconcile(billing: Billing, window_s: float) -> None:
+    try:
+        await billing.reconcile(window_s=window_s)
+    except PaymentsUnavailable as error:
+        log.warning("reconciliation skipped this time: %s", error.reason)
+
+
+def web_server(settings: Settings, billing: Billing) -> WebServer:
+    """The web server with the routes every process serves (Stripe's when it is configured)."""
+    server = WebServer(settings.web_host, settings.web_port)
+    if billing.selling or billing.receiving:
+        add_stripe_routes(server, billing)
+    return server
 
 
 async def run_shell(
@@ -180,7 +226,10 @@ async def run_shell(
 
     console = ShellConsole(stdout, json_mode=json_mode)
     app = await build_app(settings, {PLATFORM: console})
+    web = web_server(settings, app.billing) if app.billing.receiving else None
     try:
+        if web is not None:
+            await web.start()  # Stripe's webhooks reach the shell's purchases too
         app.runner.start()
         adapter = ShellAdapter(
             app.dispatcher, app.db, console, user=UserRef(PLATFORM, user, user), stdin=stdin,
@@ -188,6 +237,8 @@ async def run_shell(
         )
         await adapter.run()
     finally:
+        if web is not None:
+            await web.stop()
         await app.aclose()
 
 
@@ -260,7 +311,7 @@ async def _serve(settings: Settings, db: Database, stop: asyncio.Event) -> None:
     outboxes: dict[str, Outbox] = {}
     services: list[tuple[str, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = []
     attach: list[Callable[[App], None]] = []
-    web: WebServer | None = None
+    routes: list[Callable[[WebServer], None]] = []
     if settings.discord_token is not None:
         from studiobot.bot.discord.client import PLATFORM, StudioBot, use_api_base
         from studiobot.bot.discord.interactions import InteractionRegistry
@@ -291,12 +342,14 @@ async def _serve(settings: Settings, db: Database, stop: asyncio.Event) -> None:
         attach.append(lambda app: telegram.attach(app.dispatcher))
         services.append(("Telegram", telegram.run, telegram.close))
         if settings.telegram_webhook_url:
-            web = WebServer(settings.web_host, settings.web_port)
             path = urlsplit(settings.telegram_webhook_url).path or "/"
-            web.add_route("POST", path, webhook_handler(telegram, secret))
-    if web is not None:
-        services.insert(0, ("web server", web.serve, web.close))
+            routes.append(lambda web: web.add_route("POST", path, webhook_handler(telegram, secret)))
     app = await build_app(settings, outboxes, db=db)
+    if routes or app.billing.selling or app.billing.receiving:
+        web = web_server(settings, app.billing)
+        for add in routes:
+            add(web)
+        services.insert(0, ("web server", web.serve, web.close))
     try:
         for step in attach:
             step(app)

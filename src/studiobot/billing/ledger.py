@@ -298,6 +298,22 @@ def clawback(
     return Clawback(taken, owed_now, written_off, balance)
 
 
+def record(
+    conn: Connection, user_id: int, kind: str, *, key: str, note: str, order_id: int | None = None
+) -> int:
+    """An entry that moves no credits but belongs in the history (a pass bought or ended).
+
+    Returns:
+        The balance (unchanged).
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: When ``key`` was used before.
+    """
+    balance, _ = _move(conn, user_id, 0)
+    _append(conn, user_id, kind, 0, balance, key=key, note=note[:200], order_id=order_id)
+    return balance
+
+
 def balance_of(conn: Connection, user_id: int) -> int:
     """The user's current balance (0 when they have no account yet)."""
     return conn.execute(_BALANCE, {"uid": user_id}).scalar_one_or_none() or 0

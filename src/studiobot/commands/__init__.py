@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from studiobot.commands import gallery, help, imagine, jobs, preferences, results
+from studiobot.commands import admin, buy, gallery, help, imagine, jobs, preferences, results
 from studiobot.commands.contract import CommandSpec
 from studiobot.commands.credits import show_credits
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("imagine", "Make images from a text prompt.", imagine.imagine, imagine.PARAMS),
     CommandSpec("credits", "Your balance and latest credit movements.", show_credits, ephemeral=True),
+    CommandSpec("buy", "Buy credits or a pass (the payment link comes privately).", buy.buy, buy.PARAMS,
+                ephemeral=True),
     CommandSpec("job", "A job's status and result.", jobs.show_job, (jobs.JOB_ID,), ephemeral=True),
     CommandSpec("cancel", "Cancel a job that has not finished (refunded).", jobs.cancel_job,
                 (jobs.JOB_ID,), ephemeral=True),
@@ -25,5 +27,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("gallery", "Your images, newest first.", gallery.gallery, gallery.PARAMS, ephemeral=True),
     CommandSpec("settings", "Your preferences (results as original files).", preferences.settings,
                 preferences.PARAMS, ephemeral=True),
+    CommandSpec("admin", "Operators: grant credits with a reason, or read a user's ledger.", admin.admin,
+                admin.PARAMS, who="operator", ephemeral=True),
     CommandSpec("help", "What studiobot can do.", help.show_help, help.PARAMS, ephemeral=True),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from studiobot.billing.service import Billing
 from studiobot.commands.users import UserDirectory
 from studiobot.config import Settings
 from studiobot.db.engine import Database
@@ -23,6 +24,7 @@ class Deps:
         store: Image store (to turn asset keys into files).
         users: Identity to user id resolution (creating users with welcome credits).
         job_queued: Called after a job is queued, to wake the worker now.
+        billing: Purchases (the catalogue, Stripe Checkout), or None where nothing is sold.
     """
 
     db: Database
@@ -31,3 +33,4 @@ class Deps:
     store: LocalStore
     users: UserDirectory
     job_queued: Callable[[], None] = lambda: None
+    billing: Billing | None = None

@@ -61,3 +61,8 @@ def set_preference(conn: Connection, user_id: int, name: str, value: Any) -> dic
     chosen = {**(current or {}), name: value}
     conn.execute(update(User).where(User.id == user_id).values(preferences=chosen))
     return chosen
+
+
+async def display_name(conn: AsyncConnection, user_id: int) -> str | None:
+    """A user's display name, or None when there is no such user."""
+    return (await conn.execute(select(User.display_name).where(User.id == user_id))).scalar_one_or_none()

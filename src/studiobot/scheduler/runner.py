@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -53,6 +53,14 @@ class SchedulerRunner:
                                 seconds=poll_interval_s, **common)
         self._scheduler.add_job(self._tracked(recovery.run_once), id="recovery",
                                 seconds=recovery_interval_s, **common)
+
+    def add_interval(self, job_id: str, run: Callable[[], Awaitable[object]], *, seconds: float,
+                     first_after_s: float = 0.0) -> None:
+        """Also run ``run`` every ``seconds`` (one at a time), first after ``first_after_s``."""
+        self._scheduler.add_job(
+            self._tracked(run), id=job_id, trigger="interval", seconds=seconds, max_instances=1,
+            coalesce=True, next_run_time=datetime.now(UTC) + timedelta(seconds=first_after_s),
+        )
 
     def start(self) -> None:
         """Start triggering (needs a running event loop)."""

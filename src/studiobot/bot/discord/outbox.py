@@ -61,6 +61,8 @@ class DiscordOutbox:
         Returns:
             The id of a message posted in a channel or DM, else None.
         """
+        if reply.private and recipient is not None and chat.kind != "dm":
+            return await self._direct_message(recipient, reply)  # payment news: never in a channel
         progress = "progress" in reply.data
         held = self._interactions.live(chat.reply_to)
         if held is not None and await self._edit_original(held, reply, progress=progress):

@@ -69,6 +69,8 @@ class TelegramOutbox:
         Returns:
             The id of the message carrying the result's keyboard, or None.
         """
+        if reply.private and recipient is not None and chat.kind != "dm":
+            chat = ChatRef(chat.platform, recipient, "dm")  # payment news: never in a group
         job_id = reply.data.get("job_id")
         if "progress" in reply.data:
             if job_id is not None:
