@@ -1,4 +1,4 @@
-"""Command line: ``studiobot run | shell | worker | db upgrade``."""
+"""Command line: ``studiobot run | shell | worker | db upgrade | admin grant | admin ledger``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from studiobot import __version__
 from studiobot.config import Settings
+from studiobot.errors import UserError
 
 T = TypeVar("T")
 
@@ -37,6 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="Database maintenance.")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="Apply every pending migration.")
+    admin = sub.add_parser("admin", help="Operator tools: credits and ledgers.")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    grant = admin_sub.add_parser(
+        "grant", help="Add credits to a user (negative to remove), with a reason kept in the ledger."
+    )
+    grant.add_argument("user", help="platform:id, e.g. telegram:1234 or shell:alice, or #<user number>.")
+    grant.add_argument("credits", type=int, help="Credits to add; negative removes.")
+    grant.add_argument("--reason", required=True, help="Why (kept with the entry).")
+    grant.add_argument("--by", default=None, help="Who is doing it (default: cli:<your login name>).")
+    ledger = admin_sub.add_parser("ledger", help="A user's balance, passes, orders and ledger entries.")
+    ledger.add_argument("user", help="platform:id or #<user number>.")
+    ledger.add_argument("--limit", type=int, default=20, help="Entries to show (default 20).")
     return parser
 
 
@@ -78,9 +91,28 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "db":
             run_async(_upgrade(settings))
             print("database is up to date", file=sys.stderr)
+        elif args.command == "admin":
+            print(run_async(_admin(settings, args)))
     except KeyboardInterrupt:
         return 130
+    except UserError as error:
+        print(f"studiobot: {error.message}", file=sys.stderr)
+        return 1
     return 0
+
+
+async def _admin(settings: Settings, args: argparse.Namespace) -> str:
+    from studiobot.app import open_database
+    from studiobot.commands import admin
+
+    db = await open_database(settings)
+    try:
+        if args.admin_command == "grant":
+            actor = args.by or f"cli:{_login_name()}"
+            return await admin.grant(db, args.user, args.credits, args.reason, actor=actor, platform="shell")
+        return await admin.ledger_text(db, args.user, platform="shell", limit=args.limit)
+    finally:
+        await db.dispose()
 
 
 async def _upgrade(settings: Settings) -> None:

@@ -64,7 +64,7 @@ DEFAULT_PACKS = (
 )
 DEFAULT_PASSES = (
     PassPlan(id="day", credits_per_window=15, window_s=3600, duration_s=86400, price=300,
-             label="Day pass: 15 images an hour for 24 hours"),
+             label="Day pass"),
 )
 
 

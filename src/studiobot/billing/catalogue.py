@@ -46,7 +46,8 @@ class Product:
         else:
             what = (f"{self.credits} credits every {duration(self.window_s or 0)} "
                     f"for {duration(self.duration_s or 0)}")
-        return f"{self.label}: {what}, {money(self.price, self.currency)}"
+        shown = what if self.label.lower() == what else f"{self.label} ({what})"
+        return f"{shown}, {money(self.price, self.currency)}"
 
 
 class Catalogue:

@@ -203,9 +203,9 @@ class Billing:
             await self.db.run(orders.finish_event, event_id, "unknown order")
             return []
         if event_type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
-            notices = await self.fulfil_checkout(session.id, order_id=order_id)
+            await self.fulfil_checkout(session.id, order_id=order_id)  # tells the user itself
             await self.db.run(orders.finish_event, event_id, f"order #{order_id} checked")
-            return notices
+            return []
         if event_type == "checkout.session.async_payment_failed":
             status, text = "failed", "Your payment for order #{id} did not go through; nothing was charged. " \
                 "You can try again with /buy."
@@ -243,8 +243,7 @@ class Billing:
         fulfils only when it is paid and matches its order's amount and currency.
 
         Returns:
-            Notices for the user (already delivered when called from a webhook; returned so the
-            success page can show the outcome).
+            The notices delivered to the user (empty when nothing was fulfilled now).
 
         Raises:
             PaymentsUnavailable: Stripe could not be asked (the caller retries later).

@@ -53,11 +53,21 @@ def parse_args(spec: CommandSpec, text: str) -> dict[str, Any]:
         if param.name in raw:
             raise BadInput(f"--{param.name} was given twice.")
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        value = text[match.end() : end].strip()
+        value = _unquote(text[match.end() : end].strip())
         if not value:
             raise BadInput(f"--{flag} needs a value. Usage: {spec.usage()}")
         raw[param.name] = value
     return raw
+
+
+_QUOTES = {'"': '"', "'": "'", "“": "”", "«": "»"}
+
+
+def _unquote(value: str) -> str:
+    """``"bug bounty"`` -> ``bug bounty``: people quote multi-word values out of habit."""
+    if len(value) >= 2 and _QUOTES.get(value[0]) == value[-1]:
+        return value[1:-1].strip()
+    return value
 
 
 def _assign_head(spec: CommandSpec, head: str, raw: dict[str, Any]) -> None:
