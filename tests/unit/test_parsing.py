@@ -62,3 +62,12 @@ def test_any_text_parses_or_is_refused_clearly(text: str) -> None:
                max_size=100).filter(lambda t: t.strip()))
 def test_prompts_without_flags_round_trip(prompt: str) -> None:
     assert parse("/imagine " + prompt)["prompt"] == prompt.strip()
+
+
+def test_quoted_option_values_lose_their_quotes() -> None:
+    from studiobot.commands import COMMANDS
+
+    spec = next(c for c in COMMANDS if c.name == "admin")
+    for typed in ('"bug bounty"', "“bug bounty”", "'bug bounty'", "bug bounty"):
+        assert parse_args(spec, f"grant shell:ada 5 --reason {typed}")["reason"] == "bug bounty"
+    assert parse_args(spec, 'grant shell:ada 5 --reason say "hi"')["reason"] == 'say "hi"'
