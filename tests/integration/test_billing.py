@@ -359,7 +359,12 @@ async def test_stripe_unreachable_or_mismatched_sessions_credit_nothing(world: W
         (pending,) = (await conn.execute(select(Order.status))).scalars().all()
     assert pending == "pending"
 
+    # Trying again reuses the order and its idempotency key: one order, one Session.
     order_id, session_id = await world.buy(user_id)
+    async with world.db.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(Order))).scalar_one() == 1
+    keys = {c.idempotency_key for c in world.stripe.state.calls if c.method == "POST"}
+    assert keys == {f"studiobot-checkout:order:{order_id}"}
     world.stripe.state.pay(session_id)
     world.stripe.state.sessions[session_id]["amount_total"] = 1  # paid a different amount
     await world.deliver(session_event(world.stripe.state, session_id, COMPLETED))

@@ -55,9 +55,16 @@ class Notice:
 
 
 def create(
-    conn: Connection, user_id: int, product: Product, *, origin_platform: str, origin_chat: dict[str, Any]
+    conn: Connection,
+    user_id: int,
+    product: Product,
+    *,
+    origin_platform: str,
+    origin_chat: dict[str, Any],
+    expires_at: datetime,
 ) -> int:
-    """Store a new order for ``product`` (copying what it sells). Returns the order id."""
+    """Store a new order for ``product`` (copying what it sells), whose Checkout Session will
+    expire at ``expires_at``. Returns the order id."""
     now = utcnow()
     return conn.execute(
         insert(_orders)
@@ -66,7 +73,7 @@ def create(
             credits=product.credits, pass_window_s=product.window_s, pass_duration_s=product.duration_s,
             amount=product.price, currency=product.currency, status="pending", amount_refunded=0,
             credits_clawed=0, note="", origin_platform=origin_platform, origin_chat=origin_chat,
-            created_at=now, updated_at=now,
+            expires_at=expires_at, created_at=now, updated_at=now,
         )
         .returning(_orders.c.id)
     ).scalar_one()
@@ -97,11 +104,13 @@ async def by_session(conn: AsyncConnection, session_id: str) -> OrderRow | None:
 
 
 async def open_for(conn: AsyncConnection, user_id: int, product_id: str, *, valid_for_s: float) -> OrderRow | None:
-    """The user's open order for ``product_id`` whose link stays valid ``valid_for_s`` more seconds."""
+    """The user's unpaid order for ``product_id`` (open, or pending: its Session may not exist yet)
+    whose link stays valid ``valid_for_s`` more seconds."""
     result = await conn.execute(
         select(*_ALL)
         .where(
-            _orders.c.user_id == user_id, _orders.c.product_id == product_id, _orders.c.status == "open",
+            _orders.c.user_id == user_id, _orders.c.product_id == product_id,
+            _orders.c.status.in_(("pending", "open")),
             _orders.c.expires_at > utcnow() + timedelta(seconds=valid_for_s),
         )
         .order_by(_orders.c.id.desc())

@@ -112,8 +112,12 @@ class Billing:
     async def start_checkout(
         self, user_id: int, product: Product, *, origin_platform: str, origin_chat: dict[str, Any]
     ) -> Checkout:
-        """A Checkout link for ``product``: the user's open one if it stays valid 10 more minutes,
+        """A Checkout link for ``product``: the user's unpaid one if it stays valid 10 more minutes,
         else a new order and Session.
+
+        An order whose Session was never recorded (Stripe failed, the process stopped, a double
+        tap) asks Stripe again with the same parameters and idempotency key, so Stripe returns the
+        Session it may already have made instead of a second one.
 
         Raises:
             PaymentsUnavailable: Stripe refused or could not be reached (the order stays pending,
@@ -126,10 +130,15 @@ class Billing:
             existing = await orders.open_for(conn, user_id, product.id, valid_for_s=600)
         if existing is not None and existing.checkout_url:
             return Checkout(existing.id, existing.checkout_url, existing.expires_at, product, reused=True)
-        order_id = await self.db.run(
-            orders.create, user_id, product, origin_platform=origin_platform, origin_chat=origin_chat
-        )
-        expires_at = utcnow() + timedelta(seconds=self._expires_s)
+        if existing is not None:
+            order_id, expires_at = existing.id, existing.expires_at
+        else:
+            # Whole seconds: Stripe's expires_at is Unix seconds, and a retry must send the same one.
+            expires_at = (utcnow() + timedelta(seconds=self._expires_s)).replace(microsecond=0)
+            order_id = await self.db.run(
+                orders.create, user_id, product, origin_platform=origin_platform, origin_chat=origin_chat,
+                expires_at=expires_at,
+            )
         session = await self.gateway.create_checkout(
             CheckoutRequest(
                 order_id=order_id, user_id=user_id, product_id=product.id, name=product.label,
