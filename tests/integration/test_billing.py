@@ -28,7 +28,10 @@ from studiobot.config import CreditPack, PassPlan
 from studiobot.db import users
 from studiobot.db.engine import Database
 from studiobot.db.models import CreditAccount, CreditEntry, Order, StripeEvent
+from studiobot.scheduler import lifecycle
+from studiobot.scheduler.lifecycle import Limits
 from tests.doubles.server import reply
+from tests.integration.test_ledger import job_for
 from tests.doubles.stripe import (
     VALID_KEY,
     StripeDouble,
@@ -36,7 +39,6 @@ from tests.doubles.stripe import (
     dispute_created_event,
     event_bytes,
     make_event,
-    post_webhook,  # noqa: F401  (used by the e2e test; imported here to keep one API in view)
     running_stripe,
     session_event,
     sign,
@@ -384,10 +386,6 @@ async def test_a_webhook_whose_handling_failed_is_retried_from_the_inbox(world: 
 
 
 async def test_a_pass_is_drawn_before_credits_and_ends_on_refund(world: World) -> None:
-    from tests.integration.test_ledger import job_for
-    from studiobot.scheduler import lifecycle
-    from studiobot.scheduler.lifecycle import Limits
-
     limits = Limits(max_active=100, max_per_hour=100)
     user_id = await new_user(world.db, "ada", welcome=10)
     order_id, session_id = await world.buy(user_id, "day")

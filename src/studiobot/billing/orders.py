@@ -235,7 +235,7 @@ def fulfil(
         .order_by(_events.c.received_at)
     ).all()
     for event_id, event_type, obj in waiting:
-        outcome, notice = _clawback(conn, order_id, event_type, obj, policy=policy)
+        outcome, notice = _clawback(conn, lock(conn, order_id), event_type, obj, policy=policy)
         finish_event(conn, event_id, outcome)
         notices += [notice] if notice else []
     return notices
@@ -267,16 +267,17 @@ def clawback(conn: Connection, event_id: str, event_type: str, obj: dict[str, An
     if order is None or order.fulfilled_at is None:
         finish_event(conn, event_id, WAITING, done=False)
         return []
-    outcome, notice = _clawback(conn, order.id, event_type, obj, policy=policy)
+    outcome, notice = _clawback(conn, order, event_type, obj, policy=policy)
     finish_event(conn, event_id, outcome)
     return [notice] if notice else []
 
 
 def _clawback(
-    conn: Connection, order_id: int, event_type: str, obj: dict[str, Any], *, policy: str
+    conn: Connection, order: OrderRow | None, event_type: str, obj: dict[str, Any], *, policy: str
 ) -> tuple[str, Notice | None]:
-    order = lock(conn, order_id)
+    """Take back what ``obj`` (a Charge or Dispute) says, from a paid order locked by the caller."""
     assert order is not None and order.fulfilled_at is not None
+    order_id = order.id
     if event_type == "charge.refunded":
         refunded = min(int(obj.get("amount_refunded") or 0), order.amount)
         target = order.credits * refunded // order.amount if order.amount else order.credits
