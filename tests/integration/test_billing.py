@@ -87,20 +87,21 @@ class World:
 
 
 @pytest.fixture
-async def world(db: Database) -> AsyncIterator[World]:
+async def world(db: Database, request: pytest.FixtureRequest) -> AsyncIterator[World]:
+    """Billing against the Stripe double; the clawback policy is ``debt`` unless parametrized."""
+    notices: list[Notice] = []
+
+    async def remember(notice: Notice) -> None:
+        notices.append(notice)
+
     async with running_stripe() as stripe_double:
         billing = Billing(
             db, StripeGateway(VALID_KEY, api_base=stripe_double.url, max_network_retries=0), CATALOGUE,
             webhook_secret=SECRET, base_url="https://studio.example.com", checkout_expires_s=3600,
+            clawback_policy=getattr(request, "param", "debt"), notify=remember,
         )
-        w = World(db, stripe_double, billing)
-
-        async def remember(notice: Notice) -> None:
-            w.notices.append(notice)
-
-        billing.set_notify(remember)
         try:
-            yield w
+            yield World(db, stripe_double, billing, notices)
         finally:
             await billing.aclose()
 
@@ -282,9 +283,9 @@ async def test_partial_then_full_refund_takes_back_each_part_once(world: World) 
     await assert_books(world.db)
 
 
-@pytest.mark.parametrize("policy", ["debt", "absorb"])
-async def test_a_dispute_after_spending_follows_the_policy(world: World, policy: str) -> None:
-    world.billing._policy = policy
+@pytest.mark.parametrize("world", ["debt", "absorb"], indirect=True)
+async def test_a_dispute_after_spending_follows_the_policy(world: World, request: pytest.FixtureRequest) -> None:
+    policy = request.node.callspec.params["world"]
     user_id = await new_user(world.db, "ada")
     order_id, session_id = await world.buy(user_id)
     world.stripe.state.pay(session_id)

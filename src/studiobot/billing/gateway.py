@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -86,7 +86,7 @@ class CheckoutSession:
     amount_total: int | None
     currency: str | None
     expires_at: int | None
-    line_items: list[LineItem] | None = field(default=None)
+    line_items: list[LineItem] | None = None
 
     @property
     def order_id(self) -> int | None:

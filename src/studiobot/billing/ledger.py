@@ -256,8 +256,9 @@ def refund(
     if pass_id is not None and pass_credits > 0:
         passes.give_back(conn, pass_id, pass_credits, drawn_at or utcnow())
         note = f"{note}; {pass_credits} back to your pass" if note else f"{pass_credits} back to your pass"
+    # Written even when the pass paid it all: the entry's key is what resolves the reservation once.
     return _credit(conn, user_id, cost - pass_credits, "refund", key=resolve_key(job_id), note=note,
-                   job_id=job_id, allow_zero=True)
+                   job_id=job_id)
 
 
 def clawback(
@@ -362,11 +363,9 @@ def _credit(
     job_id: int | None = None,
     order_id: int | None = None,
     actor: str | None = None,
-    allow_zero: bool = False,
 ) -> int:
-    """Add credits with one entry, then repay debt from them (its own entry, keyed after this one)."""
-    if amount == 0 and not allow_zero:
-        return _move(conn, user_id, 0)[0]
+    """Add ``amount`` (>= 0) credits with one entry, then repay debt from them (its own entry,
+    keyed after this one)."""
     now = utcnow()
     balance, owed = _move(conn, user_id, amount)
     _append(conn, user_id, kind, amount, balance, key=key, job_id=job_id, note=note,

@@ -38,7 +38,6 @@ SESSION_EVENTS = frozenset({
 CLAWBACK_EVENTS = frozenset({"charge.refunded", "charge.dispute.created"})
 #: The event types studiobot acts on (subscribe the Stripe endpoint to exactly these).
 HANDLED_EVENTS = SESSION_EVENTS | CLAWBACK_EVENTS
-FULFILLED = ("paid", "refunded", "disputed")
 #: Outcome of a refund or dispute whose order is not paid yet: applied when the payment is.
 WAITING = "waiting for the order's payment"
 

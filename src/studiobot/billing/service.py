@@ -103,10 +103,6 @@ class Billing:
         """Whether webhooks can be verified (signing secret configured)."""
         return bool(self._webhook_secret)
 
-    def set_notify(self, notify: Notify) -> None:
-        """Set where notices go (the composition root does this once outboxes exist)."""
-        self._notify = notify
-
     # Selling ----------------------------------------------------------------------------------
 
     async def start_checkout(
