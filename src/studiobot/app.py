@@ -30,7 +30,7 @@ from studiobot.commands import COMMANDS
 from studiobot.commands.contract import Outbox, UserRef
 from studiobot.commands.deps import Deps
 from studiobot.commands.dispatcher import Dispatcher
-from studiobot.commands.notices import PaymentNotices
+from studiobot.commands.notices import KeyNotices, PaymentNotices
 from studiobot.commands.presenter import JobPresenter
 from studiobot.commands.users import UserDirectory
 from studiobot.config import Settings
@@ -41,12 +41,18 @@ from studiobot.providers.base import Provider
 from studiobot.providers.offline import OfflineProvider
 from studiobot.providers.router import Router
 from studiobot.scheduler.finisher import Finisher
+from studiobot.scheduler.keys import Keyring
 from studiobot.scheduler.notify import Notifier
 from studiobot.scheduler.poller import Poller
 from studiobot.scheduler.recovery import Recovery
 from studiobot.scheduler.runner import SchedulerRunner
+from studiobot.scheduler.webhooks import WebhookReceiver
 from studiobot.scheduler.worker import Worker
+from studiobot.vault import masterkeys
+from studiobot.vault.cipher import KeyCipher
+from studiobot.vault.store import Vault
 from studiobot.web.server import WebServer
+from studiobot.web.providers import add_provider_webhook_routes
 from studiobot.web.stripe import add_stripe_routes
 
 log = logging.getLogger("studiobot")
@@ -67,10 +73,13 @@ class App:
     poller: Poller
     recovery: Recovery
     billing: Billing
+    webhooks: WebhookReceiver
+    vault: Vault | None
 
     async def aclose(self) -> None:
         """Stop the scheduler and release connections and clients."""
         await self.runner.shutdown()
+        await self.webhooks.drain()
         await self.billing.aclose()
         await self.router.aclose()
         await self.http.aclose()
@@ -78,40 +87,85 @@ class App:
 
 
 def build_providers(settings: Settings) -> tuple[dict[str, Provider], dict[str, str]]:
-    """The providers this configuration offers, and the platform key of each that needs one.
-
-    ``offline`` is always there; a vendor appears when its platform key is set.
+    """The providers this configuration offers (``STUDIOBOT_PROVIDERS``), and the platform key of
+    each that has one. A provider without a platform key runs only on users' own keys.
     """
     prices = settings.prices
-    providers: dict[str, Provider] = {
-        "offline": OfflineProvider(
-            delay=settings.offline_delay_s,
-            credits_per_image=prices.get("offline", 1),
-            base_size=settings.offline_size,
-        )
-    }
+    built: dict[str, Provider] = {}
     keys: dict[str, str] = {}
-    if settings.openai_api_key is not None:
-        from studiobot.providers.openai import OpenAIProvider
+    for name in settings.providers:
+        if name == "offline":
+            built[name] = OfflineProvider(
+                delay=settings.offline_delay_s, credits_per_image=prices.get("offline", 1),
+                base_size=settings.offline_size,
+            )
+        elif name == "openai":
+            from studiobot.providers.openai import OpenAIProvider
 
-        per_model = {k.split(":", 1)[1]: v for k, v in prices.items() if k.startswith("openai:")}
-        providers["openai"] = OpenAIProvider(
-            base_url=settings.openai_base_url,
-            credits_per_image=per_model or None,
-            timeout=settings.openai_timeout_s,
-        )
-        keys["openai"] = settings.openai_api_key.get_secret_value()
-    if settings.replicate_api_token is not None:
-        from studiobot.providers.replicate import ReplicateProvider
+            built[name] = OpenAIProvider(
+                base_url=settings.openai_base_url, credits_per_image=_model_prices(prices, name),
+                timeout=settings.openai_timeout_s,
+            )
+        elif name == "replicate":
+            from studiobot.providers.replicate import ReplicateProvider
 
-        providers["replicate"] = ReplicateProvider(
-            base_url=settings.replicate_base_url,
-            models=settings.replicate_models,
-            credits_per_image=prices.get("replicate", 2),
-            timeout=settings.replicate_timeout_s,
-        )
-        keys["replicate"] = settings.replicate_api_token.get_secret_value()
-    return providers, keys
+            built[name] = ReplicateProvider(
+                base_url=settings.replicate_base_url, models=settings.replicate_models,
+                credits_per_image=prices.get(name, 2), timeout=settings.replicate_timeout_s,
+            )
+        elif name == "stability":
+            from studiobot.providers.stability import StabilityProvider
+
+            built[name] = StabilityProvider(
+                base_url=settings.stability_base_url, credits_per_image=_model_prices(prices, name),
+            )
+        elif name == "kie":
+            from studiobot.providers.kie import KieProvider
+
+            built[name] = KieProvider(base_url=settings.kie_base_url, credits_per_image=_model_prices(prices, name))
+        elif name == "huggingface":
+            from studiobot.providers.huggingface import HuggingFaceProvider
+
+            built[name] = HuggingFaceProvider(
+                base_url=settings.huggingface_base_url, hub_url=settings.huggingface_hub_url,
+                models=settings.huggingface_models, credits_per_image=prices.get(name, 1),
+            )
+    platform_keys = {
+        "openai": settings.openai_api_key, "replicate": settings.replicate_api_token,
+        "stability": settings.stability_api_key, "kie": settings.kie_api_key,
+        "huggingface": settings.huggingface_token,
+    }
+    for name, secret in platform_keys.items():
+        if name in built and secret is not None:
+            keys[name] = secret.get_secret_value()
+    return built, keys
+
+
+def _model_prices(prices: Mapping[str, int], provider: str) -> dict[str, int] | None:
+    """Per-model prices from ``{"<provider>:<model>": credits}`` entries, or None for the defaults."""
+    found = {k.split(":", 1)[1]: v for k, v in prices.items() if k.startswith(provider + ":")}
+    return found or None
+
+
+async def open_vault(settings: Settings, db: Database) -> Vault | None:
+    """Users' key vault under the configured master keys, or None when personal keys are disabled.
+
+    On the embedded default (SQLite) a missing master key is generated into the data folder; on
+    PostgreSQL it must be configured, since every process must share it.
+
+    Raises:
+        MasterKeyError: The master keys are malformed, or do not open the keys already stored.
+    """
+    master = masterkeys.load(
+        settings.master_keys.get_secret_value() if settings.master_keys else None,
+        settings.resolved_master_key_file,
+        may_generate=db.engine.dialect.name == "sqlite",
+    )
+    if master is None:
+        return None
+    vault = Vault(db, KeyCipher(master))
+    await vault.verify_master_keys()
+    return vault
 
 
 async def open_database(settings: Settings) -> Database:
@@ -133,8 +187,11 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: D
     """
     db = db or await open_database(settings)
     store = LocalStore(settings.media_dir)
-    providers, keys = build_providers(settings)
-    router = Router(providers, default=settings.default_provider, platform_keys=keys)
+    providers, platform_keys = build_providers(settings)
+    router = Router(providers, default=settings.default_provider, platform_keys=platform_keys,
+                    fallbacks=settings.fallbacks)
+    vault = await open_vault(settings, db)
+    keys = Keyring(router, vault, KeyNotices(db, outboxes))
     http = httpx.AsyncClient(follow_redirects=True, max_redirects=3, timeout=settings.download_timeout_s)
     presenter = JobPresenter(db, store, outboxes)
     notifier = Notifier(db, presenter, presenter.platforms)
@@ -146,19 +203,19 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: D
     )
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     worker = Worker(
-        db, router, finisher,
+        db, router, finisher, keys,
         worker_id=worker_id, concurrency=settings.worker_concurrency, lease_s=settings.lease_s,
         max_attempts=settings.max_attempts, poll_cap_s=settings.poll_backoff_max_s,
-        retry_cap_s=settings.retry_backoff_max_s,
+        retry_cap_s=settings.retry_backoff_max_s, webhook_base=settings.public_url,
     )
     poller = Poller(
-        db, router, finisher, notifier,
+        db, router, finisher, notifier, keys,
         worker_id=worker_id, lease_s=settings.lease_s, concurrency=settings.poll_concurrency,
         poll_cap_s=settings.poll_backoff_max_s,
     )
     minutes = max(1, round(settings.job_deadline_s / 60))
     recovery = Recovery(
-        db, router, finisher, notifier,
+        db, router, finisher, notifier, keys,
         max_attempts=settings.max_attempts,
         deadline_message=f"This took longer than {minutes} minute{'s' if minutes != 1 else ''}, "
         "so we stopped waiting.",
@@ -177,10 +234,13 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: D
         # Events stored but never handled (the process stopped right after answering Stripe).
         runner.add_interval("stripe-inbox", billing.process_pending, seconds=30.0, first_after_s=30.0)
     users = UserDirectory(db, welcome_credits=settings.welcome_credits)
-    deps = Deps(db=db, router=router, settings=settings, store=store, users=users, job_queued=runner.nudge,
-                billing=billing)
+    deps = Deps(db=db, router=router, settings=settings, store=store, users=users, keys=keys,
+                job_queued=runner.nudge, billing=billing, vault=vault)
     dispatcher = Dispatcher(COMMANDS, deps)
-    return App(settings, db, store, router, http, dispatcher, runner, worker, poller, recovery, billing)
+    webhooks = WebhookReceiver(db, router, keys, finisher, notifier, owner=f"{worker_id}:webhook",
+                               lease_s=settings.lease_s)
+    return App(settings, db, store, router, http, dispatcher, runner, worker, poller, recovery, billing,
+               webhooks, vault)
 
 
 def build_billing(settings: Settings, db: Database, notify: Notify | None = None) -> Billing:
@@ -204,11 +264,19 @@ async def _reconcile(billing: Billing, window_s: float) -> None:
         log.warning("reconciliation skipped this time: %s", error.reason)
 
 
-def web_server(settings: Settings, billing: Billing) -> WebServer:
-    """The web server with the routes every process serves (Stripe's when it is configured)."""
+def needs_web_server(settings: Settings, app: App) -> bool:
+    """Whether something calls in: Stripe, or providers' webhooks (``STUDIOBOT_PUBLIC_URL`` set)."""
+    return app.billing.selling or app.billing.receiving or settings.public_url is not None
+
+
+def web_server(settings: Settings, app: App) -> WebServer:
+    """The web server with the routes every process serves: Stripe's when it is configured, and
+    providers' webhooks when there is a public URL to give them."""
     server = WebServer(settings.web_host, settings.web_port)
-    if billing.selling or billing.receiving:
-        add_stripe_routes(server, billing)
+    if app.billing.selling or app.billing.receiving:
+        add_stripe_routes(server, app.billing)
+    if settings.public_url is not None:
+        add_provider_webhook_routes(server, app.webhooks)
     return server
 
 
@@ -226,10 +294,10 @@ async def run_shell(
 
     console = ShellConsole(stdout, json_mode=json_mode)
     app = await build_app(settings, {PLATFORM: console})
-    web = web_server(settings, app.billing) if app.billing.receiving else None
+    web = web_server(settings, app) if app.billing.receiving or settings.public_url else None
     try:
         if web is not None:
-            await web.start()  # Stripe's webhooks reach the shell's purchases too
+            await web.start()  # Stripe's and providers' webhooks reach the shell's jobs too
         app.runner.start()
         adapter = ShellAdapter(
             app.dispatcher, app.db, console, user=UserRef(PLATFORM, user, user), stdin=stdin,
@@ -345,8 +413,8 @@ async def _serve(settings: Settings, db: Database, stop: asyncio.Event) -> None:
             path = urlsplit(settings.telegram_webhook_url).path or "/"
             routes.append(lambda web: web.add_route("POST", path, webhook_handler(telegram, secret)))
     app = await build_app(settings, outboxes, db=db)
-    if routes or app.billing.selling or app.billing.receiving:
-        web = web_server(settings, app.billing)
+    if routes or needs_web_server(settings, app):
+        web = web_server(settings, app)
         for add in routes:
             add(web)
         services.insert(0, ("web server", web.serve, web.close))

@@ -38,6 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="Database maintenance.")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="Apply every pending migration.")
+    keys = sub.add_parser("keys", help="Personal API keys: master key rotation.")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser(
+        "rotate", help="Re-encrypt every stored key under the newest master key.",
+        description="Re-encrypt every stored key under the newest master key. With --new-master-key, "
+        "first put a fresh key in front of the key file's keys. Old keys can be removed afterwards.",
+    )
+    rotate.add_argument("--new-master-key", action="store_true",
+                        help="Generate a new master key into the key file first (key file only).")
+    keys_sub.add_parser("new-master-key", help="Print a fresh master key (to put first in the key list).")
     admin = sub.add_parser("admin", help="Operator tools: credits and ledgers.")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
     grant = admin_sub.add_parser(
@@ -93,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             print("database is up to date", file=sys.stderr)
         elif args.command == "admin":
             print(run_async(_admin(settings, args)))
+        elif args.command == "keys":
+            print(run_async(_keys(settings, args)))
     except KeyboardInterrupt:
         return 130
     except UserError as error:
@@ -111,6 +123,33 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> str:
             actor = args.by or f"cli:{_login_name()}"
             return await admin.grant(db, args.user, args.credits, args.reason, actor=actor, platform="shell")
         return await admin.ledger_text(db, args.user, platform="shell", limit=args.limit)
+    finally:
+        await db.dispose()
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> str:
+    from studiobot.vault import cipher, masterkeys
+
+    if args.keys_command == "new-master-key":
+        return cipher.new_master_key().decode("ascii")
+    from studiobot.app import open_database, open_vault
+
+    db = await open_database(settings)
+    try:
+        if args.new_master_key:
+            if settings.master_keys is not None:
+                raise UserError("--new-master-key writes the key file, but STUDIOBOT_MASTER_KEYS is set: "
+                                "put a new key (studiobot keys new-master-key) first in it instead.")
+            path = settings.resolved_master_key_file
+            current = masterkeys.load(None, path, may_generate=False) or []
+            masterkeys.write(path, [cipher.new_master_key(), *current])
+        vault = await open_vault(settings, db)
+        if vault is None:
+            raise UserError("Personal API keys are disabled: no master key is configured.")
+        rotated = await vault.rotate()
+        note = ("" if vault.master_key_count == 1 else
+                " Every key now opens with the newest master key; the older ones can be removed.")
+        return f"re-encrypted {rotated} stored key{'s' if rotated != 1 else ''} under the newest master key.{note}"
     finally:
         await db.dispose()
 

@@ -2,8 +2,8 @@
 
 Every setting is documented in ``.env.example`` with its default. Names are ``STUDIOBOT_<FIELD>``;
 the few that platforms and vendors conventionally name themselves (``DISCORD_TOKEN``,
-``TELEGRAM_TOKEN``, ``TELEGRAM_WEBHOOK_URL``, ``OPENAI_API_KEY``, ``REPLICATE_API_TOKEN``) are
-accepted under those names too.
+``TELEGRAM_TOKEN``, ``TELEGRAM_WEBHOOK_URL``, ``OPENAI_API_KEY``, ``REPLICATE_API_TOKEN``,
+``STABILITY_API_KEY``, ``KIE_API_KEY``, ``HF_TOKEN``) are accepted under those names too.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ def _alias(name: str, *extra: str) -> AliasChoices:
 
 
 _PRODUCT_ID = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+#: Every provider studiobot has an adapter for, in the order they are offered.
+PROVIDERS = ("offline", "openai", "replicate", "stability", "kie", "huggingface")
 
 
 class CreditPack(BaseModel):
@@ -181,9 +183,54 @@ class Settings(BaseSettings):
         ("black-forest-labs/flux-schnell",),
         description="Replicate models offered (owner/name or owner/name:version), JSON list.",
     )
+    stability_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("stability_api_key", "STABILITY_API_KEY"),
+        description="The operator's Stability AI key; without it, users can still bring their own.",
+    )
+    stability_base_url: str = Field("https://api.stability.ai", description="Stability AI API root.")
+    kie_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("kie_api_key", "KIE_API_KEY"),
+        description="The operator's KIE.ai key; without it, users can still bring their own.",
+    )
+    kie_base_url: str = Field("https://api.kie.ai", description="KIE.ai API root.")
+    huggingface_token: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("huggingface_token", "HF_TOKEN"),
+        description="The operator's Hugging Face token; without it, users can still bring their own.",
+    )
+    huggingface_base_url: str = Field(
+        "https://router.huggingface.co/hf-inference", description="Hugging Face Inference Providers root."
+    )
+    huggingface_hub_url: str = Field("https://huggingface.co", description="Hugging Face Hub (token checks).")
+    huggingface_models: tuple[str, ...] = Field(
+        ("black-forest-labs/FLUX.1-schnell", "stabilityai/stable-diffusion-xl-base-1.0"),
+        description="Hugging Face text-to-image models offered, JSON list.",
+    )
     prices: dict[str, int] = Field(
         default_factory=dict,
         description='Credits per image by provider or provider:model, e.g. {"openai": 5}.',
+    )
+    providers: tuple[str, ...] = Field(
+        PROVIDERS,
+        description="Providers offered, JSON list. A provider without a platform key runs only on "
+        "users' own keys (/keys add).",
+    )
+    fallbacks: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description='Where a platform-paid job goes when its provider keeps failing (5xx, rate '
+        'limits), e.g. {"replicate": ["stability", "openai"]}. Never used for users\' own keys.',
+    )
+    master_keys: SecretStr | None = Field(
+        None,
+        description="Master keys for personal API keys, comma-separated, newest first (Fernet keys; "
+        "make one with `studiobot keys new-master-key`). Prefer master_key_file.",
+    )
+    master_key_file: Path | None = Field(
+        None,
+        description="File of master keys, one per line, newest first (mode 0600); default "
+        "<data_dir>/master.key, generated on SQLite when missing.",
     )
 
     # Platforms
@@ -245,6 +292,18 @@ class Settings(BaseSettings):
             raise ValueError(f"credit_packs and passes must have distinct ids; repeated: {twice}")
         return self
 
+    @model_validator(mode="after")
+    def _providers_known(self) -> Settings:
+        unknown = sorted(set(self.providers) - set(PROVIDERS))
+        if unknown:
+            raise ValueError(f"providers: unknown {unknown}; choose from {list(PROVIDERS)}")
+        if self.default_provider not in self.providers:
+            raise ValueError(f"default_provider {self.default_provider!r} is not in providers")
+        named = {n for name, chain in self.fallbacks.items() for n in (name, *chain)}
+        if named - set(self.providers):
+            raise ValueError(f"fallbacks name providers not offered: {sorted(named - set(self.providers))}")
+        return self
+
     @field_validator("telegram_webhook_url")
     @classmethod
     def _webhook_url_has_path(cls, value: str | None) -> str | None:
@@ -285,6 +344,11 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         """Where the web server is reached from outside: ``public_url``, else its own address."""
         return self.public_url or f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def resolved_master_key_file(self) -> Path:
+        """The master key file in use: the configured one, else ``<data_dir>/master.key``."""
+        return self.master_key_file or self.data_dir / "master.key"
 
     @property
     def media_dir(self) -> Path:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import httpx
 import pytest
+from aiohttp import web
 from PIL import Image
+from standardwebhooks.webhooks import Webhook
 
 from studiobot.providers.base import (
     Finished,
@@ -24,16 +29,22 @@ from studiobot.providers.errors import (
     QuotaExhausted,
     RateLimited,
     Unavailable,
+    WebhookRejected,
 )
 from studiobot.providers.replicate import ReplicateProvider
 from tests.doubles.replicate import (
     FLUX_SCHNELL,
     FLUX_VERSION,
     VALID_TOKEN,
+    Delivery,
     Outcome,
     ReplicateState,
+    deliver_webhook,
     make_replicate_app,
+    new_signing_secret,
     problem,
+    settle_webhooks,
+    signed_delivery,
 )
 from tests.doubles.server import reply, serve, stall
 
@@ -392,3 +403,365 @@ async def test_failure_reason_echoing_the_token_is_redacted(provider, state):
         await run_to_end(provider, submitted.task_id)
 
     assert VALID_TOKEN not in exception_texts(caught.value)
+
+
+# --- webhooks (README §3 webhooks; Standard Webhooks signatures) ---------------------------------
+
+SECRET_PATH = "/webhooks/default/secret"
+HOOK = "https://hooks.example.test/r/1"
+
+
+def secret_fetches(state: ReplicateState) -> list:
+    return [r for r in state.requests if r.path == SECRET_PATH]
+
+
+async def ended(provider, state, outcome: Outcome | None = None, **fields) -> str:
+    """Submit with a webhook and poll to the end; return the prediction id."""
+    if outcome is not None:
+        state.outcomes.append(outcome)
+    request = ImageRequest(prompt="a fox", webhook_url=HOOK, **fields)
+    submitted = await provider.submit(request, KEY)
+    try:
+        await run_to_end(provider, submitted.task_id)
+    except ProviderError:
+        pass  # the outcome under test is read from the webhook below
+    return submitted.task_id
+
+
+@pytest.mark.parametrize("case", [str.lower, str.title], ids=["lower", "Title-Case"])
+async def test_webhook_succeeded_gives_the_same_finished_as_poll(provider, state, case):
+    task_id = await ended(provider, state, count=2, seed=7)
+    body, headers = signed_delivery(state, state.predictions[task_id])
+
+    answer = await provider.read_webhook(
+        body, {case(name): value for name, value in headers.items()}, task_id, KEY
+    )
+
+    assert answer == await provider.poll(task_id, KEY)
+    assert [image.url for image in answer.images] == state.predictions[task_id]["output"]
+    assert {image.seed for image in answer.images} == {7}
+    [fetch] = secret_fetches(state)
+    assert fetch.headers["Authorization"] == f"Bearer {VALID_TOKEN}"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected", "needle"),
+    [
+        (Outcome("failed", error="NSFW content detected."), ContentRejected, "content filter"),
+        (Outcome("failed", error="CUDA out of memory"), TaskFailed, "out of memory"),
+        (Outcome("canceled"), TaskFailed, "cancelled"),
+        (Outcome(data_removed=True), TaskFailed, "deleted"),
+    ],
+)
+async def test_webhook_failures_map_like_poll(provider, state, outcome, expected, needle):
+    task_id = await ended(provider, state, outcome)
+    body, headers = signed_delivery(state, state.predictions[task_id])
+
+    with pytest.raises(expected) as caught:
+        await provider.read_webhook(body, headers, task_id, KEY)
+
+    assert type(caught.value) is expected and needle in caught.value.user_message
+
+
+async def test_webhook_for_a_running_prediction_is_progress(provider, state):
+    submitted = await provider.submit(ImageRequest(prompt="a fox", webhook_url=HOOK), KEY)
+    start = signed_delivery(state, state.predictions[submitted.task_id])  # a "start" event
+    await provider.poll(submitted.task_id, KEY)
+    await provider.poll(submitted.task_id, KEY)
+    logs = signed_delivery(state, state.predictions[submitted.task_id])  # a "logs" event
+
+    assert await provider.read_webhook(*start, submitted.task_id, KEY) == Progress(stage="starting")
+    assert await provider.read_webhook(*logs, submitted.task_id, KEY) == Progress(
+        stage="processing", fraction=0.5
+    )
+
+
+def _without(name: str):
+    def build(state, prediction):
+        body, headers = signed_delivery(state, prediction)
+        del headers[name]
+        return body, headers
+
+    return build
+
+
+def _with_header(name: str, value: str):
+    def build(state, prediction):
+        body, headers = signed_delivery(state, prediction)
+        return body, headers | {name: value}
+
+    return build
+
+
+def _about_another_prediction(state, prediction):
+    return signed_delivery(state, prediction | {"id": "someoneelse00000000000000"})
+
+
+# (builder(state, prediction) -> (body, headers), reason fragment, secret fetches it costs)
+REJECTIONS = [
+    pytest.param(
+        lambda s, p: signed_delivery(s, p, tamper=True), "does not match", 1, id="tampered-body"
+    ),
+    pytest.param(
+        lambda s, p: signed_delivery(s, p, secret=new_signing_secret()),
+        "does not match",
+        1,
+        id="wrong-secret",
+    ),
+    pytest.param(
+        lambda s, p: signed_delivery(s, p, timestamp=int(time.time()) - 600),
+        "timestamp",
+        1,
+        id="stale-timestamp",
+    ),
+    pytest.param(
+        lambda s, p: signed_delivery(s, p, timestamp=int(time.time()) + 600),
+        "timestamp",
+        1,
+        id="future-timestamp",
+    ),
+    pytest.param(_without("webhook-id"), "missing webhook-id", 0, id="no-id"),
+    pytest.param(_without("webhook-timestamp"), "missing webhook-timestamp", 0, id="no-timestamp"),
+    pytest.param(_without("webhook-signature"), "missing webhook-signature", 0, id="no-signature"),
+    pytest.param(
+        _with_header("webhook-timestamp", "yesterday"), "unix seconds", 0, id="timestamp-not-int"
+    ),
+    pytest.param(
+        _with_header("webhook-signature", "garbage"), "malformed", 1, id="signature-not-v1"
+    ),
+    pytest.param(_about_another_prediction, "another prediction", 1, id="another-prediction"),
+]
+
+
+@pytest.mark.parametrize(("build", "reason", "fetches"), REJECTIONS)
+async def test_untrusted_deliveries_are_rejected(provider, state, build, reason, fetches):
+    task_id = await ended(provider, state)
+    body, headers = build(state, state.predictions[task_id])
+
+    with pytest.raises(WebhookRejected) as caught:
+        await provider.read_webhook(body, headers, task_id, KEY)
+
+    assert reason in str(caught.value)
+    assert state.signing_secret not in str(caught.value) and VALID_TOKEN not in str(caught.value)
+    assert len(secret_fetches(state)) == fetches  # header junk never costs a request
+
+
+async def test_signed_body_that_is_not_a_json_object_is_rejected(provider, state):
+    now = datetime.now(timezone.utc)
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(state.signing_secret).sign("msg_1", now, '["x"]'),
+    }
+
+    with pytest.raises(WebhookRejected, match="not a JSON object"):
+        await provider.read_webhook(b'["x"]', headers, "x", KEY)
+
+
+async def test_secret_is_fetched_once_per_account_and_cached(provider, state):
+    other = "r8_SecondAccountToken0123456789"
+    state.valid_tokens.add(other)
+    state.account_secrets[other] = new_signing_secret()
+    mine = await ended(provider, state)
+    theirs = (await provider.submit(ImageRequest(prompt="a cat"), ProviderKey(other))).task_id
+
+    for _ in range(3):
+        await provider.read_webhook(*signed_delivery(state, state.predictions[mine]), mine, KEY)
+    assert len(secret_fetches(state)) == 1
+
+    theirs_delivery = signed_delivery(state, state.predictions[theirs])
+    answer = await provider.read_webhook(*theirs_delivery, theirs, ProviderKey(other))
+    assert answer == Progress(stage="starting")
+    assert [f.headers["Authorization"] for f in secret_fetches(state)] == [
+        f"Bearer {VALID_TOKEN}",
+        f"Bearer {other}",
+    ]
+    with pytest.raises(WebhookRejected):  # another account's signature never passes for mine
+        await provider.read_webhook(*theirs_delivery, theirs, KEY)
+
+
+async def test_rotated_secret_is_refetched_once(provider, state):
+    task_id = await ended(provider, state)
+    await provider.read_webhook(*signed_delivery(state, state.predictions[task_id]), task_id, KEY)
+
+    state.signing_secret = new_signing_secret()  # the account rotated its secret
+    answer = await provider.read_webhook(
+        *signed_delivery(state, state.predictions[task_id]), task_id, KEY
+    )
+
+    assert isinstance(answer, Finished)
+    assert len(secret_fetches(state)) == 2
+    forged = signed_delivery(state, state.predictions[task_id], secret=new_signing_secret())
+    with pytest.raises(WebhookRejected):
+        await provider.read_webhook(*forged, task_id, KEY)
+    assert len(secret_fetches(state)) == 3  # one refetch per bad delivery, never a loop
+
+
+@pytest.mark.parametrize(
+    ("scripts", "expected", "fetches"),
+    [
+        # A refused fetch says nothing about the task: the delivery is dropped, polls decide.
+        pytest.param([reply(401, problem(401, "Unauthenticated"))], WebhookRejected, 1, id="401"),
+        pytest.param([reply(402, problem(402, "No credit"))], WebhookRejected, 1, id="402"),
+        pytest.param([reply(404, problem(404, "Not found."))], WebhookRejected, 1, id="404"),
+        pytest.param([reply(429, THROTTLED)], RateLimited, 1, id="429"),
+        pytest.param([reply(500, "boom")] * 3, Unavailable, 3, id="500-after-retries"),
+        pytest.param([reply(200, {"key": "not-a-secret"})], Unavailable, 1, id="bad-key"),
+        pytest.param([reply(200, {"key": "whsec_!!!"})], Unavailable, 1, id="bad-base64"),
+        pytest.param([reply(200, "{oops")], Unavailable, 1, id="malformed-json"),
+    ],
+)
+async def test_secret_fetch_failures_map_to_the_taxonomy_and_are_not_cached(
+    provider, state, scripts, expected, fetches
+):
+    task_id = await ended(provider, state)
+    delivery = signed_delivery(state, state.predictions[task_id])
+    state.fail_next.extend(scripts)
+
+    with pytest.raises(expected) as caught:
+        await provider.read_webhook(*delivery, task_id, KEY)
+
+    assert type(caught.value) is expected
+    assert len(secret_fetches(state)) == fetches
+    assert "whsec_" not in str(caught.value) and "whsec_" not in repr(caught.value)
+    assert isinstance(await provider.read_webhook(*delivery, task_id, KEY), Finished)
+
+
+async def test_secret_fetch_is_retried_after_a_500(provider, state):
+    task_id = await ended(provider, state)
+    state.fail_next.append(reply(503, "down"))
+
+    answer = await provider.read_webhook(
+        *signed_delivery(state, state.predictions[task_id]), task_id, KEY
+    )
+
+    assert isinstance(answer, Finished) and len(secret_fetches(state)) == 2
+
+
+async def test_webhook_without_a_key_is_auth_error_before_any_request(provider, state):
+    body, headers = signed_delivery(state, {"id": "x", "status": "succeeded"})
+    with pytest.raises(AuthError):
+        await provider.read_webhook(body, headers, "x", None)
+    assert state.requests == []
+
+
+async def test_refused_secret_fetch_never_echoes_the_token(provider, state):
+    state.fail_next.append(reply(403, problem(403, f"token {VALID_TOKEN} may not read secrets")))
+    body, headers = signed_delivery(state, {"id": "x", "status": "succeeded"})
+
+    with pytest.raises(WebhookRejected) as caught:
+        await provider.read_webhook(body, headers, "x", KEY)
+
+    assert "HTTP 403" in str(caught.value)
+    assert VALID_TOKEN not in f"{caught.value} {caught.value!r}"
+
+
+@dataclass
+class Receiver:
+    """A small web layer: ``/hooks/<job>`` reads deliveries with the adapter."""
+
+    url: str = ""
+    jobs: dict[str, str] = field(default_factory=dict)  # job -> prediction id
+    results: list = field(default_factory=list)
+
+
+@pytest.fixture
+async def receiver(provider, state):
+    state.require_https_webhooks = False  # the receiver is plain loopback HTTP
+    hook = Receiver()
+
+    async def handle(request: web.Request) -> web.Response:
+        task_id = hook.jobs.get(request.match_info["job"])
+        if task_id is None:
+            return web.Response(status=404)
+        try:
+            body = await request.read()
+            hook.results.append(await provider.read_webhook(body, request.headers, task_id, KEY))
+        except WebhookRejected as exc:
+            hook.results.append(exc)
+            return web.Response(status=401)
+        except ProviderError as exc:
+            hook.results.append(exc)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hooks/{job}", handle)
+    async with serve(app) as url:
+        hook.url = url
+        yield hook
+
+
+async def submit_to(provider, receiver: Receiver, job: str) -> str:
+    request = ImageRequest(prompt="a fox", webhook_url=f"{receiver.url}/hooks/{job}")
+    task_id = (await provider.submit(request, KEY)).task_id
+    receiver.jobs[job] = task_id
+    return task_id
+
+
+async def test_real_delivery_reaches_a_receiver_once_when_polls_reveal_the_end(
+    provider, state, receiver
+):
+    state.auto_webhooks = True
+    task_id = await submit_to(provider, receiver, "job1")
+
+    polled = (await run_to_end(provider, task_id))[-1]
+
+    # The adapter asks for "completed" only, so start/logs/output are never sent.
+    assert await settle_webhooks(state) == [Delivery(task_id, "completed", 204)]
+    assert receiver.results == [polled]
+    assert isinstance(polled, Finished) and polled.images
+
+
+async def test_cancel_delivers_a_completed_webhook_read_as_task_failed(provider, state, receiver):
+    state.auto_webhooks = True
+    task_id = await submit_to(provider, receiver, "job1")
+
+    await provider.cancel(task_id, KEY)
+
+    assert await settle_webhooks(state) == [Delivery(task_id, "completed", 204)]
+    [failure] = receiver.results
+    assert isinstance(failure, TaskFailed) and "cancelled" in failure.user_message
+
+
+async def test_deliver_webhook_completes_the_prediction_and_reports_the_receivers_answer(
+    provider, state, receiver
+):
+    task_id = await submit_to(provider, receiver, "job1")
+
+    assert await deliver_webhook(state, task_id) == 204
+    assert await deliver_webhook(state, task_id, tamper=True) == 401
+    assert await deliver_webhook(state, task_id, timestamp=int(time.time()) - 3600) == 401
+    assert await deliver_webhook(state, task_id, event="start") is None  # filter: completed only
+
+    finished, tampered, stale = receiver.results
+    assert isinstance(finished, Finished) and state.predictions[task_id]["status"] == "succeeded"
+    assert "does not match" in str(tampered) and "timestamp" in str(stale)
+    assert len(secret_fetches(state)) == 2  # first read, then one refetch for the tampered body
+
+
+@pytest.mark.parametrize(
+    ("events", "sent"),
+    [
+        (["start", "completed"], ["start", "completed"]),
+        (None, ["output", "completed"]),  # Replicate's default filter
+        (["logs"], ["logs"]),
+    ],
+)
+async def test_double_sends_only_the_filtered_events(base_url, state, receiver, events, sent):
+    state.auto_webhooks = True
+    body = {"input": {"prompt": "a fox"}, "webhook": f"{receiver.url}/hooks/unknown"}
+    if events is not None:
+        body["webhook_events_filter"] = events
+    auth = {"Authorization": f"Bearer {VALID_TOKEN}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=auth) as client:
+        created = (await client.post(f"/models/{FLUX_SCHNELL}/predictions", json=body)).json()
+        while created["status"] not in ("succeeded", "failed"):
+            created = (await client.get(f"/predictions/{created['id']}")).json()
+
+    assert [d.event for d in await settle_webhooks(state)] == sent
+
+
+async def test_plain_http_webhook_is_refused_like_replicate_does(provider, state):
+    request = ImageRequest(prompt="a fox", webhook_url="http://hooks.example.test/r/1")
+    with pytest.raises(BadRequest):
+        await provider.submit(request, KEY)

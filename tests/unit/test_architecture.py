@@ -17,10 +17,11 @@ ALLOWED = {
     "media": set(),
     "providers": set(),
     "billing": {"db"},
-    "scheduler": {"db", "billing", "providers", "media"},
-    "commands": {"db", "billing", "providers", "media", "scheduler"},
-    "bot": {"commands", "db", "scheduler", "providers", "media", "billing"},
-    "web": {"commands", "db", "scheduler", "providers", "media", "billing"},
+    "vault": {"db", "providers"},
+    "scheduler": {"db", "billing", "providers", "media", "vault"},
+    "commands": {"db", "billing", "providers", "media", "scheduler", "vault"},
+    "bot": {"commands", "db", "scheduler", "providers", "media", "billing", "vault"},
+    "web": {"commands", "db", "scheduler", "providers", "media", "billing", "vault"},
 }
 PLATFORM_LIBRARIES = {"discord", "telegram"}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from studiobot.commands import admin, buy, gallery, help, imagine, jobs, preferences, results
+from studiobot.commands import admin, buy, gallery, help, imagine, jobs, keys, preferences, results
 from studiobot.commands.contract import CommandSpec
 from studiobot.commands.credits import show_credits
 
@@ -25,6 +25,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("delete", "Delete a job's images (yours, or any here if you are an admin).",
                 results.delete, (jobs.JOB_ID,)),
     CommandSpec("gallery", "Your images, newest first.", gallery.gallery, gallery.PARAMS, ephemeral=True),
+    CommandSpec("keys", "Your own provider API keys: add (privately), list, remove, test.", keys.keys,
+                keys.PARAMS, ephemeral=True),
     CommandSpec("settings", "Your preferences (results as original files).", preferences.settings,
                 preferences.PARAMS, ephemeral=True),
     CommandSpec("admin", "Operators: grant credits with a reason, or read a user's ledger.", admin.admin,

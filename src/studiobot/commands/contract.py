@@ -156,6 +156,10 @@ class Outbox(Protocol):
 
 
 Handler = Callable[[Invocation, "Deps"], Awaitable[Reply]]
+
+
+def _default(spec: CommandSpec, name: str) -> str:
+    return str(next((p.default for p in spec.params if p.name == name), "") or "")
 #: Suggests values for a parameter as the user types (Discord autocomplete), given the arguments
 #: typed so far (raw text, possibly partial) and the text of the parameter being typed.
 Suggest = Callable[[Mapping[str, Any], str, "Deps"], Sequence[str]]
@@ -182,6 +186,8 @@ class Param:
             come from the configuration (e.g. the providers and their aspect ratios).
         secret: A credential (an API key): platforms collect it privately (Discord: a modal,
             never a slash option that would show in the channel) and never echo it.
+        ask_when: For a secret needed only by one form of the command, ``(parameter, value)``:
+            it is collected only when that argument has that value (``("action", "add")``).
     """
 
     name: str
@@ -197,6 +203,7 @@ class Param:
     aliases: tuple[str, ...] = ()
     suggest: Suggest | None = None
     secret: bool = False
+    ask_when: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +228,14 @@ class CommandSpec:
     where: Where = "anywhere"
     who: Who = "anyone"
     ephemeral: bool = False
+
+    def secrets_for(self, args: Mapping[str, Any]) -> list[Param]:
+        """The secret parameters to collect privately for a call with ``args`` (raw or parsed)."""
+        return [
+            p for p in self.params
+            if p.secret and (p.ask_when is None
+                             or str(args.get(p.ask_when[0]) or _default(self, p.ask_when[0])) == p.ask_when[1])
+        ]
 
     def usage(self) -> str:
         """One-line usage, e.g. ``/job <job_id>`` or ``/imagine <prompt> [--aspect ...]``."""

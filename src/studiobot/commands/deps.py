@@ -11,6 +11,8 @@ from studiobot.config import Settings
 from studiobot.db.engine import Database
 from studiobot.media.store import LocalStore
 from studiobot.providers.router import Router
+from studiobot.scheduler.keys import Keyring
+from studiobot.vault.store import Vault
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +25,10 @@ class Deps:
         settings: Configuration.
         store: Image store (to turn asset keys into files).
         users: Identity to user id resolution (creating users with welcome credits).
+        keys: Each job's key (to cancel a running task at its provider).
         job_queued: Called after a job is queued, to wake the worker now.
         billing: Purchases (the catalogue, Stripe Checkout), or None where nothing is sold.
+        vault: Users' own provider keys, or None where personal keys are disabled.
     """
 
     db: Database
@@ -32,5 +36,7 @@ class Deps:
     settings: Settings
     store: LocalStore
     users: UserDirectory
+    keys: Keyring
     job_queued: Callable[[], None] = lambda: None
     billing: Billing | None = None
+    vault: Vault | None = None

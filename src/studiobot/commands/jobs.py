@@ -76,9 +76,7 @@ async def _cancel_running(job: JobRow, deps: Deps) -> bool:
     if not provider.capabilities.can_cancel:
         return False
     try:
-        accepted = await provider.cancel(
-            current.provider_task_id, deps.router.key_for(current.provider, current.key_source)
-        )
+        accepted = await provider.cancel(current.provider_task_id, await deps.keys.for_job(current))
     except ProviderError:
         return False
     return accepted and await lifecycle.cancel(deps.db, job.id, from_statuses=("running",))

@@ -131,4 +131,7 @@ def _check_range(param: Param, measure: int, shown: Any) -> None:
                 f"at least {low}" if low is not None else f"at most {high}"
             )
             raise BadInput(f"{param.name} must be a whole number {bounds}, not {shown}.")
-        raise BadInput(f"{param.name} must be {low} to {high} characters long.")
+        if low is not None and high is not None:
+            raise BadInput(f"{param.name} must be {low} to {high} characters long.")
+        raise BadInput(f"{param.name} must be at least {low} characters long." if low is not None
+                       else f"{param.name} must be at most {high} characters long.")

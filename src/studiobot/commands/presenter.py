@@ -50,6 +50,7 @@ class JobLike(Protocol):
     provider: str
     model: str
     cost: int
+    key_source: str
     progress: float | None
     error_code: str | None
     error_message: str | None
@@ -65,10 +66,18 @@ class Accepted:
     provider: str
     model: str
     cost: int
+    key_source: str = "platform"
     status: str = "queued"
     progress: float | None = None
     error_code: str | None = None
     error_message: str | None = None
+
+
+def _payment(job: JobLike) -> str:
+    """``cost 4 credits``, or who pays when the user's own key does."""
+    if job.key_source == "user":
+        return f"paid by your own {job.provider} key, no credits"
+    return f"cost {credits(job.cost)}"
 
 
 def _made(params: Mapping[str, Any]) -> str:
@@ -104,6 +113,7 @@ def job_reply(
         "provider": job.provider,
         "model": job.model,
         "cost": job.cost,
+        "key_source": job.key_source,
         **extra,
     }
     buttons: list[Button] = []
@@ -114,7 +124,7 @@ def job_reply(
         seeds = [a.seed for a in images if a.seed is not None]
         seed_text = ", ".join(str(seed) for seed in seeds)
         lines = [f"{head} is ready.", what + (f", seed {seed_text}" if seeds else ""),
-                 f"Cost {credits(job.cost)}."]
+                 _payment(job).capitalize() + "."]
         refs = [ImageRef(store.path_for(a.storage_key), "image", f"{job.id}-{a.position}", a.storage_key) for a in images]
         if grid is not None:
             refs.insert(0, ImageRef(store.path_for(grid.storage_key), "grid", f"{job.id}-grid", grid.storage_key))
@@ -131,7 +141,7 @@ def job_reply(
     elif job.status == "queued":
         position = extra.get("position")
         lines = [f"{head} is queued" + (f" (position {position})." if position else "."),
-                 what + f", cost {credits(job.cost)}."]
+                 what + f", {_payment(job)}."]
         buttons.append(Button("Cancel", f"cancel {job.id}", "danger"))
     else:
         lines = [f"{head} is being made {progress_bar(job.progress)}.", what + "."]

@@ -6,6 +6,7 @@ charged, limited and deduplicated the same way.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from studiobot.commands.contract import Invocation, Reply
 from studiobot.commands.deps import Deps
 from studiobot.commands.presenter import Accepted, job_reply
-from studiobot.providers.base import ImageRequest
+from studiobot.errors import BadInput
+from studiobot.providers.base import ImageRequest, Provider
 from studiobot.providers.router import Route
 from studiobot.scheduler import lifecycle
 from studiobot.scheduler.lifecycle import Limits, NewJob
@@ -36,11 +38,15 @@ async def queue_job(
             ``scheduler.worker.request_of``).
 
     Raises:
+        BadInput: Neither the user nor the platform has a key for the provider (the message says
+            how to add one).
         InsufficientCredits: The balance does not cover the cost.
         LimitReached: Too many active jobs, or too many this hour.
     """
-    cost = route.provider.price(request)
     user_id = await deps.users.user_id(inv.user)
+    key_source, api_key_id = await _payer(deps, user_id, route.provider)
+    # The user's own key pays the provider directly, so the platform charges nothing.
+    cost = 0 if key_source == "user" else route.provider.price(request)
     new_job = NewJob(
         user_id=user_id,
         prompt=request.prompt,
@@ -48,7 +54,9 @@ async def queue_job(
         params=params,
         provider=route.provider.name,
         model=route.model,
-        key_source=route.key_source,
+        key_source=key_source,
+        api_key_id=api_key_id,
+        webhook_token=secrets.token_urlsafe(24) if route.provider.capabilities.webhooks else None,
         cost=cost,
         origin_platform=inv.chat.platform,
         origin_chat=inv.chat.to_dict(),
@@ -72,6 +80,28 @@ async def queue_job(
         position = await lifecycle.queue_position(conn, job_id)  # 0 once a worker has taken it
     accepted = Accepted(
         id=job_id, prompt=request.prompt, params=params, provider=new_job.provider,
-        model=new_job.model, cost=cost,
+        model=new_job.model, cost=cost, key_source=key_source,
     )
     return job_reply(accepted, [], deps.store, balance=balance, position=position or None)
+
+
+async def _payer(deps: Deps, user_id: int, provider: Provider) -> tuple[str, int | None]:
+    """Who pays the provider: ``("user", key id)`` for the user's own active key, else
+    ``("platform", None)`` when the operator has a key (or none is needed).
+
+    Raises:
+        BadInput: Nobody has a key for the provider; the message says how to add one.
+    """
+    if provider.capabilities.needs_key and deps.vault is not None:
+        own = await deps.vault.active_key(user_id, provider.name)
+        if own is not None:
+            return "user", own.id
+    if deps.router.platform_pays(provider.name):
+        return "platform", None
+    if deps.vault is None:
+        raise BadInput(f"{provider.name} is not available here: the operator has not set a key for it.")
+    raise BadInput(
+        f"{provider.name} needs an API key, and this bot has none for it. Add your own with "
+        f"/keys add {provider.name} in a private chat with me: your key pays {provider.name} "
+        "directly, and no credits are charged."
+    )

@@ -189,6 +189,10 @@ class Job(Base):
     #: The part of ``cost`` drawn from a pass (the rest came from the balance).
     pass_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     pass_credits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The user's own key that pays (``key_source == "user"``); None when the platform pays.
+    api_key_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: Unguessable token in the URL an asynchronous provider calls back on (per job).
+    webhook_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     provider_task_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -390,3 +394,31 @@ class StripeEvent(Base):
 
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
+
+
+class ApiKey(Base):
+    """A user's own provider key, encrypted (DESIGN.md section 4, reference rules section 5).
+
+    ``ciphertext`` is a Fernet token under the newest master key; ``fingerprint`` an HMAC-SHA256 of
+    the key under a key derived from the master key (to notice the same key added twice without
+    storing anything that reveals it); ``hint`` its last four characters, the only part ever shown.
+    ``status`` is ``active`` or ``invalid`` (the provider refused it).
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        UniqueConstraint("user_id", "fingerprint"),
+        Index("ix_api_keys_user_id_provider", "user_id", "provider"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(40), default="")
+    ciphertext: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    hint: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -8,9 +8,12 @@ until ``poll`` answers :class:`Finished`. Failures are raised as the classes in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from studiobot.providers.errors import WebhookRejected
 
 #: Aspect ratios the commands accept, in the order they are offered to users.
 ASPECT_RATIOS: tuple[str, ...] = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")
@@ -83,6 +86,8 @@ class Capabilities:
         model_max_images: Per-model image limits where a model allows fewer than ``max_images``.
         upscale: True when the provider can make a larger version of one of its results.
         variations: True when the provider can make variations of one of its results.
+        needs_key: False for providers that call no vendor (``offline``); every other provider
+            needs the platform's key or the user's own.
     """
 
     models: tuple[str, ...]
@@ -97,10 +102,22 @@ class Capabilities:
     model_max_images: Mapping[str, int] = field(default_factory=dict)
     upscale: bool = False
     variations: bool = False
+    needs_key: bool = True
 
     def supports(self, operation: Operation) -> bool:
         """Whether the provider can perform ``operation``."""
         return {"generate": True, "upscale": self.upscale, "variation": self.variations}[operation]
+
+    def accepts(self, request: ImageRequest, model: str) -> bool:
+        """Whether ``model`` can take ``request`` as it is (aspect, count, options, operation)."""
+        return (
+            model in self.models
+            and self.supports(request.operation)
+            and request.aspect in self.aspects_for(model)
+            and request.count <= self.max_images_for(model)
+            and (request.negative_prompt is None or self.negative_prompt)
+            and (request.seed is None or self.seed)
+        )
 
     def aspects_for(self, model: str) -> tuple[str, ...]:
         """Aspect ratios ``model`` supports."""
@@ -209,3 +226,51 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release network resources (the HTTP client)."""
         ...
+
+
+@runtime_checkable
+class WebhookProvider(Provider, Protocol):
+    """A provider that can report a finished task by calling studiobot (``capabilities.webhooks``).
+
+    The web layer finds the job from the URL it gave the provider (``/webhooks/<provider>/<job id>/
+    <token>``, the token unguessable and per job) and hands the raw delivery here; polling stays the
+    safety net, so a rejected or lost delivery only costs time.
+    """
+
+    async def read_webhook(
+        self, body: bytes, headers: Mapping[str, str], task_id: str, key: ProviderKey | None
+    ) -> Progress | Finished:
+        """Authenticate and read one webhook delivery about ``task_id``.
+
+        Args:
+            body: The raw request body, exactly as received (signatures cover these bytes).
+            headers: The request headers (case-insensitive mapping).
+            task_id: The task id ``submit`` returned for the job the URL names.
+            key: The key the job was submitted with (some vendors sign per account).
+
+        Returns:
+            Progress while the task is still going, Finished when it produced images.
+
+        Raises:
+            WebhookRejected: Bad or missing signature, malformed body, a body about another task,
+                or the vendor would not give the signing secret to check it with.
+            RateLimited, Unavailable: The delivery could not be checked yet (retryable; they say
+                nothing about the task, so the job goes back to polling).
+            ProviderError: Any other subclass: the delivery says the task ended without images.
+        """
+        ...
+
+
+def read_json_object(body: bytes) -> dict[str, Any]:
+    """Decode a webhook body that must be a JSON object.
+
+    Raises:
+        WebhookRejected: The body is not UTF-8 JSON or not an object.
+    """
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise WebhookRejected("body is not JSON") from None
+    if not isinstance(value, dict):
+        raise WebhookRejected("body is not a JSON object")
+    return value

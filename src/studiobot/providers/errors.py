@@ -87,3 +87,10 @@ class Unavailable(ProviderError):
 
     retryable = True
     default_message = "The image provider is unavailable right now; you were not charged."
+
+
+class WebhookRejected(Exception):
+    """A webhook delivery we do not trust or cannot read; the web layer answers 4xx and does nothing.
+
+    Not a ProviderError: it says nothing about the task, only about the delivery.
+    """

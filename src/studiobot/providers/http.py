@@ -37,12 +37,13 @@ RETRY_CAP_SECONDS = 2.0
 #: Longest redacted text kept in an error's ``detail``.
 REDACTED_MAX_CHARS = 300
 
-# Shapes of bearer tokens vendors echo back in error bodies. OpenAI keys start with "sk-" (and
-# OpenAI masks them as "sk-abc***xyz", which still leaks a prefix and suffix), Replicate tokens
-# with "r8_". The "Bearer" rule catches any other scheme echoed with its header.
+# Shapes of bearer tokens vendors echo back in error bodies. OpenAI and Stability keys start with "sk-"
+# (OpenAI masks them as "sk-abc***xyz", which still leaks a prefix and suffix), Replicate tokens
+# with "r8_", Hugging Face tokens with "hf_". The "Bearer" rule catches any other scheme echoed with its header.
 _TOKEN_PATTERNS = (
     re.compile(r"\bsk-[A-Za-z0-9_*\-]{4,}"),
     re.compile(r"\br8_[A-Za-z0-9_*\-]{4,}"),
+    re.compile(r"\bhf_[A-Za-z0-9_*\-]{4,}"),
     re.compile(r"\b(Bearer)\s+[^\s\"',;]+", re.IGNORECASE),
 )
 

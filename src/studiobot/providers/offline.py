@@ -97,6 +97,7 @@ class OfflineProvider:
             webhooks=False,
             upscale=True,
             variations=True,
+            needs_key=False,
         )
 
     def price(self, request: ImageRequest) -> int:

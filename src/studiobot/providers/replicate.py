@@ -1,15 +1,23 @@
 """Replicate adapter: create a prediction, then poll it (queue first, no ``Prefer: wait``).
 
 Rules come from the contracts README §3 and the OpenAPI extract ``replicate-predictions.json``.
+Webhook deliveries (README §3 webhooks) are signed per Standard Webhooks
+(replicate.com/docs/topics/webhooks/verify-webhook) and checked with the ``standardwebhooks``
+package against the account's secret from ``GET /webhooks/default/secret``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from studiobot.providers import http
 from studiobot.providers.base import (
@@ -21,15 +29,18 @@ from studiobot.providers.base import (
     Progress,
     ProviderKey,
     Submitted,
+    read_json_object,
 )
 from studiobot.providers.errors import (
     AuthError,
     BadRequest,
     ContentRejected,
+    ProviderError,
     QuotaExhausted,
     RateLimited,
     TaskFailed,
     Unavailable,
+    WebhookRejected,
 )
 
 _RUNNING = frozenset({"starting", "processing"})
@@ -40,6 +51,14 @@ _PERCENT = re.compile(r"(\d{1,3})%")
 # README §3 rate limits: 429 body "Request was throttled. Your rate limit resets in ~30s."
 _RESETS_IN = re.compile(r"resets in ~?\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
 _MAX_IMAGES = 4  # flux-schnell `num_outputs` is 1-4
+# README §3 marks the signature scheme UNVERIFIED; these names follow Replicate's verify-webhook
+# page and the Standard Webhooks spec, which the ``standardwebhooks`` package also hard-codes.
+_SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+_SECRET_PATH = "/webhooks/default/secret"
+_SECRET_PREFIX = "whsec_"
+# The library's tolerance (5 minutes) is fixed; this only words the rejection.
+_STALE = "timestamp outside the 5-minute tolerance"
+_MISMATCH = "signature does not match"
 
 
 class ReplicateProvider:
@@ -48,7 +67,9 @@ class ReplicateProvider:
     ``submit`` answers :class:`Submitted` with the prediction id; ``poll`` answers
     :class:`Progress` until the prediction ends, then :class:`Finished` with one
     ``GeneratedImage(url=...)`` per output file. Output URLs expire after an hour (README §3), so
-    the finisher must download them promptly.
+    the finisher must download them promptly. ``read_webhook`` (a
+    :class:`~studiobot.providers.base.WebhookProvider`) verifies a signed delivery and reads it
+    like ``poll``; each account's signing secret is fetched once and kept in memory.
 
     Args:
         base_url: API root (README §3: ``https://api.replicate.com/v1``).
@@ -83,6 +104,9 @@ class ReplicateProvider:
         )
         self._credits_per_image = credits_per_image
         self._client = http.make_client(base_url, timeout=timeout)
+        # sha256(API key) -> verifier for that account's webhook secret; hashing keeps raw keys
+        # out of the dict's keys (secrets are per account, README §3 webhooks).
+        self._signers: dict[str, Webhook] = {}
 
     def price(self, request: ImageRequest) -> int:
         """Credits for ``request``: ``credits_per_image`` times ``count``."""
@@ -201,11 +225,117 @@ class ReplicateProvider:
         )
         _raise_for_status(response, secret)
 
+    async def read_webhook(
+        self, body: bytes, headers: Mapping[str, str], task_id: str, key: ProviderKey | None
+    ) -> Progress | Finished:
+        """Verify one signed delivery about prediction ``task_id`` and read it like :meth:`poll`.
+
+        The signature (Standard Webhooks: HMAC-SHA256 over ``"{webhook-id}.{webhook-timestamp}.
+        {body}"``, timestamp within 5 minutes) is checked with the ``standardwebhooks`` package
+        against the signing secret of ``key``'s account, fetched once per process from
+        ``GET /webhooks/default/secret``. When a cached secret does not match, it is fetched once
+        more in case the account rotated it. The body is the prediction object (README §3).
+
+        Args:
+            body: The raw request body, exactly as received.
+            headers: The request headers; ``webhook-id``, ``webhook-timestamp`` (unix seconds) and
+                ``webhook-signature`` (space-separated ``v1,<base64>``) are read, any case.
+            task_id: The prediction id :meth:`submit` returned for this job.
+            key: The key the prediction was created with (its account signs the delivery).
+
+        Returns:
+            Progress for ``starting``/``processing`` (``start`` or ``logs`` events), Finished with
+            one URL image per output for ``succeeded``.
+
+        Raises:
+            WebhookRejected: A missing or malformed signature header, a stale timestamp, a
+                signature that matches neither the cached nor a freshly fetched secret, a body
+                that is not a JSON object, a prediction other than ``task_id``, or a secret fetch
+                refused for good (401/402/403/404...; polling still reports the prediction).
+            ContentRejected, TaskFailed, Unavailable: The delivery reports an ended prediction,
+                mapped exactly as :meth:`poll` maps it.
+            AuthError: No key.
+            RateLimited, Unavailable: The secret fetch was throttled, or failed with 5xx,
+                timeouts (after retries) or an unusable answer; retryable, and they say nothing
+                about the prediction.
+        """
+        secret = http.require_secret(key, "Replicate")
+        signed = {name.lower(): value for name, value in headers.items()}
+        for name in _SIGNATURE_HEADERS:
+            if not signed.get(name):
+                raise WebhookRejected(f"missing {name} header")
+        if not re.fullmatch(r"\d{1,12}", signed["webhook-timestamp"], re.ASCII):
+            raise WebhookRejected("webhook-timestamp is not unix seconds")
+        account = hashlib.sha256(secret.encode()).hexdigest()
+        signer = self._signers.get(account)
+        cached = signer is not None
+        if signer is None:
+            signer = await self._fetch_signer(secret, account)
+        problem = _signature_problem(signer, body, signed)
+        if problem == _MISMATCH and cached:
+            problem = _signature_problem(await self._fetch_signer(secret, account), body, signed)
+        if problem:
+            raise WebhookRejected(problem)
+        prediction = read_json_object(body)
+        if prediction.get("id") != task_id:
+            raise WebhookRejected("delivery is about another prediction")
+        return _outcome(prediction, secret)
+
+    async def _fetch_signer(self, secret: str, account: str) -> Webhook:
+        """Fetch the account's webhook secret, cache a verifier for it and return it."""
+        response = await http.send(
+            self._client, "GET", _SECRET_PATH, retry_idempotent=True, headers=http.bearer(secret)
+        )
+        try:
+            _raise_for_status(response, secret)
+        except ProviderError as error:
+            if error.retryable:
+                raise
+            # A final ProviderError from read_webhook means "the task ended"; a refused secret
+            # fetch says nothing about the task, so the delivery is dropped and polls decide.
+            raise WebhookRejected(
+                f"signing secret unavailable (HTTP {response.status_code})"
+            ) from None
+        answer = http.parse_json(response)
+        signing_key = answer.get("key") if isinstance(answer, dict) else None
+        signer = _signer(signing_key)
+        if signer is None:
+            # Never echo the answer: a malformed secret is still a secret.
+            raise Unavailable("replicate webhook secret answer has no usable key")
+        self._signers[account] = signer
+        return signer
+
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.aclose()
 
 
+def _signer(signing_key: object) -> Webhook | None:
+    """A verifier for ``whsec_<base64>``, or None when the value is not such a secret."""
+    if not isinstance(signing_key, str) or not signing_key.startswith(_SECRET_PREFIX):
+        return None
+    encoded = signing_key.removeprefix(_SECRET_PREFIX)
+    try:
+        # Padding is optional in secrets (the library pads too); other junk is refused here
+        # rather than silently skipped by a lenient decode.
+        if not base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True):
+            return None
+    except (binascii.Error, ValueError):
+        return None
+    return Webhook(signing_key)
+
+
+def _signature_problem(signer: Webhook, body: bytes, headers: dict[str, str]) -> str | None:
+    """Why the delivery fails verification (a short reason), or None when it verifies."""
+    try:
+        signer.verify(body, headers, json_parse=False)
+    except WebhookVerificationError as exc:
+        # The library words its reasons; only a mismatch is worth a secret refetch.
+        return _STALE if "timestamp" in str(exc).lower() else _MISMATCH
+    except ValueError:
+        # UnicodeDecodeError (body), binascii.Error or an entry without "v1," (signature header).
+        return "malformed signature header or body"
+    return None
 
 
 def _task_path(task_id: str) -> str:

@@ -53,7 +53,7 @@ _INSERT_EVENT = insert(JobEvent.__table__)
 RESERVE_PREFIX = "reserve:job:"  # + job id: the idempotency key of a job's reservation entry
 _ACCEPT_TEXT_PARAMS = (
     "prompt", "negative_prompt", "provider", "model", "key_source", "origin_platform",
-    "idempotency_key", "detail", "reserve_prefix",
+    "idempotency_key", "detail", "reserve_prefix", "webhook_token",
 )
 # PostgreSQL accepts in one statement what takes four elsewhere: data-modifying CTEs reserve the
 # credits (locking the account row), insert the job, its reserve entry and its event. Nothing is
@@ -68,11 +68,12 @@ _ACCEPT_PG = text(
         RETURNING balance
     ), j AS (
         INSERT INTO jobs (user_id, kind, prompt, negative_prompt, params, provider, model,
-                          key_source, cost, status, attempts, polls, due_at, deadline_at,
-                          origin_platform, origin_chat, idempotency_key, created_at)
+                          key_source, api_key_id, webhook_token, cost, status, attempts, polls,
+                          due_at, deadline_at, origin_platform, origin_chat, idempotency_key,
+                          created_at)
         SELECT :user_id, 'image', :prompt, :negative_prompt, :params, :provider, :model,
-               :key_source, :cost, 'queued', 0, 0, :now, :deadline_at,
-               :origin_platform, :origin_chat, :idempotency_key, :now
+               :key_source, :api_key_id, :webhook_token, :cost, 'queued', 0, 0,
+               :now, :deadline_at, :origin_platform, :origin_chat, :idempotency_key, :now
         FROM r
         RETURNING id
     ), e AS (
@@ -88,6 +89,7 @@ _ACCEPT_PG = text(
     """
 ).bindparams(
     bindparam("user_id", type_=BigInteger),
+    bindparam("api_key_id", type_=BigInteger),
     bindparam("cost", type_=Integer),
     *(bindparam(name, type_=Text) for name in _ACCEPT_TEXT_PARAMS),
     bindparam("params", type_=JSON),
@@ -123,6 +125,8 @@ class NewJob:
     origin_chat: dict[str, Any]
     idempotency_key: str
     deadline_s: float
+    api_key_id: int | None = None
+    webhook_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +174,8 @@ def enqueue(conn: Connection, job: NewJob, limits: Limits) -> tuple[int, int]:
     values = {
         "user_id": job.user_id, "prompt": job.prompt, "negative_prompt": job.negative_prompt,
         "params": job.params, "provider": job.provider, "model": job.model,
-        "key_source": job.key_source, "cost": job.cost, "now": now,
+        "key_source": job.key_source, "api_key_id": job.api_key_id, "webhook_token": job.webhook_token,
+        "cost": job.cost, "now": now,
         "deadline_at": now + timedelta(seconds=job.deadline_s),
         "origin_platform": job.origin_platform, "origin_chat": job.origin_chat,
         "idempotency_key": job.idempotency_key,
@@ -366,6 +371,57 @@ async def retry_later(db: Database, job_id: int, worker_id: str, due_at: datetim
         if result.rowcount:
             _event(conn, job_id, "retry", reason)
         return bool(result.rowcount)
+
+    return await db.run(tx)
+
+
+async def fail_over(
+    db: Database, job_id: int, worker_id: str, *, provider: str, model: str, params: dict[str, Any],
+    reason: str,
+) -> bool:
+    """Move a job whose submissions kept failing retryably to a fallback provider, queued now.
+
+    The job keeps its reservation (its price was agreed when it was queued) and gets a fresh set
+    of attempts on the new provider. False if the job is no longer ours to move.
+    """
+    now = utcnow()
+
+    def tx(conn: Connection) -> bool:
+        result = conn.execute(
+            update(Job)
+            .where(
+                Job.id == job_id, Job.status == "running", Job.lease_owner == worker_id,
+                Job.provider_task_id.is_(None), Job.key_source == "platform",
+            )
+            .values(provider=provider, model=model, params=params, status="queued", attempts=0,
+                    due_at=now, lease_owner=None, lease_expires_at=None)
+        )
+        if result.rowcount:
+            _event(conn, job_id, "failover", f"to {provider}/{model}: {reason}"[:300], now=now)
+        return bool(result.rowcount)
+
+    return await db.run(tx)
+
+
+async def claim_for_webhook(db: Database, job_id: int, owner: str, *, lease_s: float) -> JobRow | None:
+    """Lease a submitted, running job for a provider's webhook delivery.
+
+    Returns:
+        The job, or None when it is not running with a task, or a poll holds it right now (the
+        provider redelivers, and polling is the safety net either way).
+    """
+    now = utcnow()
+
+    def tx(conn: Connection) -> JobRow | None:
+        return conn.execute(
+            update(Job)
+            .where(
+                Job.id == job_id, Job.status == "running", Job.provider_task_id.is_not(None),
+                or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+            )
+            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s))
+            .returning(*_ALL)
+        ).one_or_none()
 
     return await db.run(tx)
 

@@ -15,11 +15,12 @@ from datetime import timedelta
 from studiobot.db.engine import Database
 from studiobot.db.models import utcnow
 from studiobot.providers.base import Finished, Progress
-from studiobot.providers.errors import ProviderError, RateLimited
+from studiobot.providers.errors import AuthError, ProviderError, RateLimited
 from studiobot.providers.router import Router
 from studiobot.scheduler import lifecycle
 from studiobot.scheduler.finisher import Finisher
 from studiobot.scheduler.inflight import InFlight
+from studiobot.scheduler.keys import Keyring
 from studiobot.scheduler.lifecycle import JobRow
 from studiobot.scheduler.notify import Notifier
 from studiobot.scheduler.worker import INTERNAL_ERROR, poll_delay
@@ -32,9 +33,10 @@ class Poller:
 
     Args:
         db: Database.
-        router: Provider registry and keys.
+        router: Provider registry.
         finisher: Ends jobs.
         notifier: Receives progress.
+        keys: Each job's key.
         worker_id: Lease owner name.
         in_flight: Polls in flight at once, all providers together.
         lease_s: Lease for one poll, in seconds.
@@ -48,6 +50,7 @@ class Poller:
         router: Router,
         finisher: Finisher,
         notifier: Notifier,
+        keys: Keyring,
         *,
         worker_id: str,
         in_flight: int = 200,
@@ -59,6 +62,7 @@ class Poller:
         self._router = router
         self._finisher = finisher
         self._notifier = notifier
+        self._keys = keys
         self.worker_id = worker_id
         self.inflight = InFlight(in_flight, "poll")
         self._lease_s = lease_s
@@ -85,7 +89,7 @@ class Poller:
         async with self._limits[job.provider]:
             try:
                 provider = self._router.provider(job.provider)
-                outcome = await provider.poll(job.provider_task_id, self._router.key_for(job.provider, job.key_source))
+                outcome = await provider.poll(job.provider_task_id, await self._keys.for_job(job))
             except ProviderError as error:
                 await self._after_error(job, error)
                 return
@@ -102,6 +106,8 @@ class Poller:
         await self._notifier.progress(job, outcome)
 
     async def _after_error(self, job: JobRow, error: ProviderError) -> None:
+        if isinstance(error, AuthError):
+            await self._keys.refused(job)
         if not error.retryable:
             await self._finisher.fail_with(job, error)
             return

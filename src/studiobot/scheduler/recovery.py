@@ -12,6 +12,7 @@ import logging
 from studiobot.db.engine import Database
 from studiobot.providers.errors import ProviderError
 from studiobot.providers.router import Router
+from studiobot.scheduler.keys import Keyring
 from studiobot.scheduler import lifecycle
 from studiobot.scheduler.finisher import Finisher
 from studiobot.scheduler.lifecycle import JobRow
@@ -28,6 +29,7 @@ class Recovery:
         router: To cancel tasks of overdue jobs at their provider.
         finisher: Fails jobs with refunds.
         notifier: Delivers forgotten terminal jobs.
+        keys: Each job's key, to cancel with.
         max_attempts: Submissions tried before an orphaned job fails.
         deadline_message: What the user reads when a job ran out of time.
     """
@@ -38,6 +40,7 @@ class Recovery:
         router: Router,
         finisher: Finisher,
         notifier: Notifier,
+        keys: Keyring,
         *,
         max_attempts: int,
         deadline_message: str,
@@ -46,6 +49,7 @@ class Recovery:
         self._router = router
         self._finisher = finisher
         self._notifier = notifier
+        self._keys = keys
         self._max_attempts = max_attempts
         self._deadline_message = deadline_message
 
@@ -68,6 +72,6 @@ class Recovery:
         if job.provider_task_id:
             try:
                 provider = self._router.provider(job.provider)
-                await provider.cancel(job.provider_task_id, self._router.key_for(job.provider, job.key_source))
+                await provider.cancel(job.provider_task_id, await self._keys.for_job(job))
             except ProviderError as error:
                 log.info("job %s: provider cancel after deadline failed: %s", job.id, error.detail)

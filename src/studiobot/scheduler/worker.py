@@ -1,24 +1,28 @@
 """The worker: claims queued jobs and submits them to their provider, outside any transaction.
 
 DESIGN.md section 3, step 4. A synchronous provider's result goes straight to the finisher; an
-asynchronous one's task id is stored and the poller takes over. Retryable failures (rate limits,
-outages) go back to the queue with backoff until ``max_attempts``; the rest fail with a refund.
+asynchronous one's task id is stored and the poller (or the provider's webhook) takes over.
+Retryable failures (rate limits, outages) go back to the queue with backoff until ``max_attempts``,
+then to the operator's fallback provider when there is one and the platform pays (DESIGN.md
+section 6); the rest fail with a refund.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from dataclasses import replace
 from datetime import timedelta
 
 from studiobot.db.engine import Database
 from studiobot.db.models import utcnow
-from studiobot.providers.base import Finished, ImageRequest, SourceImage
-from studiobot.providers.errors import ProviderError, RateLimited
+from studiobot.providers.base import Finished, ImageRequest, Provider, SourceImage
+from studiobot.providers.errors import AuthError, ProviderError, RateLimited
 from studiobot.providers.router import Router
 from studiobot.scheduler import lifecycle
 from studiobot.scheduler.finisher import Finisher
 from studiobot.scheduler.inflight import InFlight
+from studiobot.scheduler.keys import Keyring
 from studiobot.scheduler.lifecycle import JobRow
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,17 @@ def request_of(job: JobRow) -> ImageRequest:
     )
 
 
+def webhook_url(base: str | None, job: JobRow, provider: Provider) -> str | None:
+    """Where ``provider`` may report ``job``'s completion, or None to rely on polls.
+
+    The path names the job and carries its unguessable token, which is how deliveries are
+    authenticated for vendors that sign nothing (KIE); signing vendors are checked on top.
+    """
+    if base is None or not provider.capabilities.webhooks or not job.webhook_token:
+        return None
+    return f"{base.rstrip('/')}/webhooks/{job.provider}/{job.id}/{job.webhook_token}"
+
+
 def retry_delay(attempt: int, *, cap_s: float = 60.0) -> float:
     """Exponential backoff with jitter for submission retries: up to 2**attempt s, capped."""
     ceiling = min(cap_s, 2.0**attempt)
@@ -61,14 +76,17 @@ class Worker:
 
     Args:
         db: Database.
-        router: Provider registry and keys.
+        router: Provider registry and fallbacks.
         finisher: Ends jobs.
+        keys: Each job's key (the platform's or the user's own).
         worker_id: Unique name of this worker (host:pid:random), written as the lease owner.
         concurrency: Submissions in flight at once (a slow provider occupies only its own slots).
         lease_s: Lease length in seconds; a job held longer is presumed orphaned.
         max_attempts: Submissions tried before a retryable failure becomes final.
         poll_cap_s: Longest wait between polls of an asynchronous job.
         retry_cap_s: Longest wait before a submission is retried.
+        webhook_base: The public URL providers can call back on (``STUDIOBOT_PUBLIC_URL``), or
+            None to rely on polls alone.
     """
 
     def __init__(
@@ -76,6 +94,7 @@ class Worker:
         db: Database,
         router: Router,
         finisher: Finisher,
+        keys: Keyring,
         *,
         worker_id: str,
         concurrency: int,
@@ -83,10 +102,13 @@ class Worker:
         max_attempts: int,
         poll_cap_s: float,
         retry_cap_s: float = 60.0,
+        webhook_base: str | None = None,
     ) -> None:
         self._db = db
         self._router = router
         self._finisher = finisher
+        self._keys = keys
+        self._webhook_base = webhook_base
         self.worker_id = worker_id
         self.inflight = InFlight(concurrency, "submission")
         self._lease_s = lease_s
@@ -115,8 +137,9 @@ class Worker:
     async def _submit(self, job: JobRow) -> None:
         try:
             provider = self._router.provider(job.provider)
-            key = self._router.key_for(job.provider, job.key_source)
-            outcome = await provider.submit(request_of(job), key)
+            key = await self._keys.for_job(job, using=True)
+            request = replace(request_of(job), webhook_url=webhook_url(self._webhook_base, job, provider))
+            outcome = await provider.submit(request, key)
         except ProviderError as error:
             await self._after_error(job, error)
             return
@@ -137,6 +160,8 @@ class Worker:
                 log.warning("job %s: could not cancel orphaned task", job.id)
 
     async def _after_error(self, job: JobRow, error: ProviderError) -> None:
+        if isinstance(error, AuthError):
+            await self._keys.refused(job)
         if error.retryable and job.attempts < self._max_attempts:
             wait = retry_delay(job.attempts, cap_s=self._retry_cap)
             if isinstance(error, RateLimited) and error.retry_after:
@@ -145,4 +170,21 @@ class Worker:
             reason = f"{type(error).__name__}: {error.detail}"[:300]
             if await lifecycle.retry_later(self._db, job.id, self.worker_id, due, reason):
                 return
+        elif error.retryable and job.key_source == "platform" and await self._fail_over(job, error):
+            return
         await self._finisher.fail_with(job, error)
+
+    async def _fail_over(self, job: JobRow, error: ProviderError) -> bool:
+        """Move ``job`` to the next fallback provider, if the operator configured one that fits."""
+        params = dict(job.params or {})
+        tried = [*params.get("tried", []), job.provider]
+        route = self._router.fallback(job.provider, request_of(job), tried)
+        if route is None:
+            return False
+        params["tried"] = tried
+        reason = f"{type(error).__name__} from {job.provider}"
+        log.info("job %s: failing over from %s to %s (%s)", job.id, job.provider, route.provider.name, reason)
+        return await lifecycle.fail_over(
+            self._db, job.id, self.worker_id, provider=route.provider.name, model=route.model,
+            params=params, reason=reason,
+        )

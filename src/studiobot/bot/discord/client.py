@@ -128,7 +128,7 @@ class StudioBot(discord.AutoShardedClient):
         A command with secret parameters first opens a modal for them (a modal must be the first
         response, so it replaces the defer); its submission then runs the command ephemerally.
         """
-        secrets = [p for p in spec.params if p.secret]
+        secrets = spec.secrets_for(args)
         if secrets:
             async def submitted(submit: discord.Interaction, values: dict[str, str]) -> None:
                 await self._serve(

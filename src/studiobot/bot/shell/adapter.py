@@ -1,6 +1,8 @@
 """The shell adapter: the same commands as Discord and Telegram, typed in a terminal or piped in.
 
-Plain lines without a slash mean ``/imagine``. ``--json`` prints one JSON object per message for
+Plain lines without a slash mean ``/imagine``. A command with a secret (``/keys add openai``) asks
+for it and takes the next line, not echoed on a terminal and never printed. ``--json`` prints one
+JSON object per message for
 scripts. Piped input runs like a script: each line's job is delivered before the next line is read,
 so ``/imagine`` then ``/gallery`` lists the new image (``wait_each=False`` queues them all at once).
 When input ends, it waits until every job started from the shell has been delivered, then returns,
@@ -10,14 +12,18 @@ so ``printf '/imagine a red fox\\n' | studiobot run`` prints the result and exit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import threading
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TextIO
 
 from studiobot.commands.contract import ChatRef, Reply, UserRef
 from studiobot.commands.dispatcher import Dispatcher
+from studiobot.commands.parsing import parse_args, split_command
+from studiobot.errors import UserError
 from studiobot.db.engine import Database
 from studiobot.scheduler import lifecycle
 
@@ -102,7 +108,8 @@ class ShellAdapter:
         """Serve until input ends (or ``/quit``), then wait for outstanding shell jobs."""
         interactive = self._stdin.isatty()
         wait_each = not interactive if self._wait_each is None else self._wait_each
-        async for line in self._lines(interactive):
+        lines = self._lines(interactive)
+        async for line in lines:
             text = line.strip()
             if not text or text.startswith("#"):
                 continue
@@ -110,14 +117,34 @@ class ShellAdapter:
                 break
             if not text.startswith("/"):
                 text = "/imagine " + text
-            name, reply = await self._dispatcher.dispatch_text(
-                self._user, TERMINAL, text, invocation_id=uuid.uuid4().hex
-            )
+            name, reply = await self._run_line(text, lines, interactive)
             self._console.show(reply, kind="reply", command=name)
             job_id = reply.data.get("job_id")
             if wait_each and name == "imagine" and job_id is not None:
                 await self._until_delivered(job_id)
         await self._settle_jobs()
+
+    async def _run_line(self, text: str, lines: AsyncIterator[str], interactive: bool) -> tuple[str, Reply]:
+        """Dispatch one command line, first reading any secret it needs from the next line."""
+        try:
+            name, rest = split_command(text)
+            spec = self._dispatcher.commands.get(name)
+            raw = parse_args(spec, rest) if spec is not None else None
+        except UserError:
+            spec = raw = None
+        missing = [p for p in spec.secrets_for(raw) if p.name not in raw] if spec and raw is not None else []
+        if spec is None or raw is None or not missing:
+            return await self._dispatcher.dispatch_text(self._user, TERMINAL, text, invocation_id=uuid.uuid4().hex)
+        for param in missing:
+            print(f"Paste {param.description or param.name} and press Enter"
+                  + (" (it is not shown):" if interactive else ":"), file=sys.stderr, flush=True)
+            with _no_echo(self._stdin if interactive else None):
+                value = await anext(lines, None)
+            if interactive:
+                print(file=sys.stderr, flush=True)
+            raw[param.name] = (value or "").strip()
+        reply = await self._dispatcher.dispatch(self._user, TERMINAL, spec.name, raw, uuid.uuid4().hex)
+        return spec.name, reply
 
     async def _until_delivered(self, job_id: int) -> None:
         while not await lifecycle.is_notified(self._db, job_id):
@@ -131,7 +158,7 @@ class ShellAdapter:
                 announced = True
             await asyncio.sleep(self._settle)
 
-    async def _lines(self, interactive: bool):  # type: ignore[no-untyped-def]
+    async def _lines(self, interactive: bool) -> AsyncIterator[str]:
         """Lines from stdin, read on a daemon thread so a blocked read never holds up exit."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
@@ -151,3 +178,26 @@ class ShellAdapter:
             if line is None:
                 return
             yield line
+
+
+@contextlib.contextmanager
+def _no_echo(stream: TextIO | None) -> Iterator[None]:
+    """Turn off a terminal's echo while a secret is typed (nothing to do for pipes)."""
+    try:
+        import termios
+    except ImportError:  # not a POSIX terminal (Windows): the secret is echoed
+        yield
+        return
+    try:
+        fd = stream.fileno() if stream is not None else -1
+        saved = termios.tcgetattr(fd)
+    except (OSError, ValueError, termios.error):
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)

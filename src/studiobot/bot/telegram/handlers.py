@@ -89,7 +89,7 @@ class UpdateHandlers:
             await platform_state.delete(self._db, _pending_key(message.chat.id))  # a command: give up
         line = command_line(message, self.username)
         spec, raw = self._parse(line.text) if line is not None else (None, None)
-        secret_params = [p for p in spec.params if p.secret] if spec is not None else []
+        secret_params = spec.secrets_for(raw) if spec is not None and raw is not None else []
         pasted = looks_like_key(message.text)
         if pasted is not None and not (private and secret_params):
             await self._refuse_pasted_key(message, pasted)
