@@ -78,3 +78,63 @@ async def test_keys_travel_only_through_a_private_chat_and_are_never_shown_or_lo
     assert not any(SECRET.encode() in r.body for r in tg.requests if r.path.endswith(("sendMessage", "sendPhoto")))
     ours = [r for r in caplog.records if not r.name.startswith("aiohttp")]  # the double's own access log
     assert all(SECRET not in r.getMessage() and tg.token not in r.getMessage() for r in ours)
+
+
+async def test_the_real_keys_command_asks_only_for_add_and_only_in_private(
+    make_settings: Callable[..., Settings], database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from studiobot.vault.cipher import new_master_key
+    from tests.doubles.openai_images import OpenAIState, make_openai_app
+    from tests.doubles.server import serve
+
+    caplog.set_level(logging.DEBUG)
+    user_key = "sk-proj-TelegramUsersKey0123456789abcdefghijkLMNO"
+    openai = OpenAIState(valid_keys={user_key})
+    async with running_telegram() as tg, serve(make_openai_app(openai)) as openai_url:
+        settings = make_settings(database_url=database_url, telegram_token=tg.token,
+                                 telegram_api_base=tg.base_url, openai_base_url=openai_url,
+                                 master_keys=new_master_key().decode())
+        db = await open_database(settings)
+        telegram = TelegramBot(build_application(tg.token, tg.base_url), db)
+        app = await build_app(settings, {"telegram": telegram.outbox}, db=db)
+        telegram.attach(app.dispatcher)
+        task = asyncio.create_task(telegram.run())
+        ada = tg.user(1111111, "Ada", "ada")
+        private, group = tg.private_chat(ada), tg.group_chat(GROUP_ID)
+        tg.set_admins(GROUP_ID, [9999999], bot_can_delete=True)
+
+        async def said(chat: dict, text: str, *, replies: int = 1) -> tuple[dict, list]:
+            update = tg.message_update(chat, ada, text)
+            mark = len(tg.calls)
+            tg.push_update(update)
+            await tg.wait_until(
+                lambda: len([c for c in tg.calls[mark:] if c.method == "sendMessage" and c.ok]) >= replies, 10,
+                "replies")
+            sent = [c for c in tg.calls[mark:] if c.method == "sendMessage" and c.ok]
+            return update["message"], [(c.params["chat_id"], c.params["text"]) for c in sent]
+
+        try:
+            await tg.wait_until(lambda: tg.polling, 10, "polling")
+            # /keys list in a group needs no secret: answered in private, the group told so.
+            _, sent = await said(group, "/keys@studiobot_test_bot list", replies=2)
+            assert (ada["id"], sent[0][1]) == sent[0] and "You have no API keys" in sent[0][1]
+            assert sent[1] == (GROUP_ID, "I sent you the details in a private chat.")
+            # /keys add in a group: directions to the private chat, nothing asked for there.
+            _, sent = await said(group, "/keys@studiobot_test_bot add openai")
+            assert sent[0][0] == GROUP_ID and "works only in private" in sent[0][1] and "t.me/" in sent[0][1]
+            # In private: asked for, checked with OpenAI, stored, and the message holding it deleted.
+            _, sent = await said(private, "/keys add openai")
+            assert sent[0][1].startswith("Send me your API key in your next message")
+            message, sent = await said(private, user_key)
+            assert "Stored your openai key …LMNO" in sent[0][1]
+            await tg.wait_until(lambda: (private["id"], message["message_id"]) in tg.deleted_messages, 5, "deleted")
+            _, sent = await said(private, "/keys list")
+            assert "…LMNO" in sent[0][1] and "active" in sent[0][1]
+        finally:
+            await telegram.close()
+            await asyncio.wait_for(task, 10)
+            await app.aclose()
+    assert [r.headers["Authorization"] for r in openai.requests] == [f"Bearer {user_key}"]
+    assert all(user_key not in text for text in tg.sent_texts())
+    ours = [r for r in caplog.records if not r.name.startswith("aiohttp")]
+    assert all(user_key not in r.getMessage() for r in ours)

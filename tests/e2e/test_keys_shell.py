@@ -248,3 +248,62 @@ async def test_wrong_master_key_stops_start_up_with_a_clear_message(tmp_path: Pa
     assert "does not open the personal API keys stored in this database" in done.stderr
     assert USER_KEY not in done.stderr + done.stdout
     assert len(await read(database_url, select(ApiKey.ciphertext))) == 1  # nothing lost
+
+
+@pytest.fixture
+async def new_providers() -> AsyncIterator[dict[str, Any]]:
+    """Stability, KIE.ai and Hugging Face doubles, as settings pointing at them."""
+    from tests.doubles.huggingface import VALID_TOKEN as HF_TOKEN
+    from tests.doubles.huggingface import HuggingFaceState, huggingface_app
+    from tests.doubles.kie import VALID_KEY as KIE_KEY
+    from tests.doubles.kie import KieState, kie_app
+    from tests.doubles.stability import VALID_KEY as STABILITY_KEY
+    from tests.doubles.stability import StabilityState, stability_app
+
+    hf, kie, stability = HuggingFaceState(), KieState(steps=1), StabilityState()
+    async with serve(huggingface_app(hf)) as hf_url, serve(kie_app(kie)) as kie_url, \
+            serve(stability_app(stability)) as stability_url:
+        yield {
+            "settings": dict(
+                stability_base_url=stability_url, kie_base_url=kie_url,
+                huggingface_base_url=f"{hf_url}/hf-inference", huggingface_hub_url=hf_url,
+            ),
+            "platform": dict(stability_api_key=STABILITY_KEY, kie_api_key=KIE_KEY, huggingface_token=HF_TOKEN),
+            "keys": {"stability": STABILITY_KEY, "kie": KIE_KEY, "huggingface": HF_TOKEN},
+            "states": {"stability": stability, "kie": kie, "huggingface": hf},
+        }
+
+
+async def test_each_new_provider_generates_against_its_double(shell, new_providers) -> None:
+    records = await shell(
+        "/imagine a lighthouse --provider stability --ar 16:9\n"
+        "/imagine a lighthouse --provider stability --model sdxl-1.0 --count 2\n"
+        "/imagine a lighthouse --provider kie\n"
+        "/imagine a lighthouse --provider kie --model gpt-4o-image --ar 3:2 --count 2\n"
+        "/imagine a lighthouse --provider kie --model flux-kontext-pro\n"
+        "/imagine a lighthouse --provider huggingface --ar 9:16\n",
+        **new_providers["settings"], **new_providers["platform"],
+    )
+    results = [r for r in records if r["type"] == "result"]
+    assert [(r["data"]["provider"], r["data"]["model"], len(r["data"]["images"])) for r in results] == [
+        ("stability", "core", 1), ("stability", "sdxl-1.0", 2), ("kie", "midjourney", 4),
+        ("kie", "gpt-4o-image", 2), ("kie", "flux-kontext-pro", 1), ("huggingface", "black-forest-labs/FLUX.1-schnell", 1),
+    ]
+    assert all(r["data"]["status"] == "succeeded" for r in results)
+    from PIL import Image
+
+    with Image.open(results[0]["data"]["images"][0]) as wide, Image.open(results[-1]["data"]["images"][0]) as tall:
+        assert wide.width > wide.height and tall.height > tall.width
+
+
+@pytest.mark.parametrize("provider", ["stability", "kie", "huggingface"])
+async def test_own_keys_work_for_the_new_providers(shell, new_providers, provider) -> None:
+    key = new_providers["keys"][provider]
+    records = await shell(f"/keys add {provider}\n{key}\n/imagine a fox --provider {provider}\n/credits\n",
+                          **new_providers["settings"])
+    assert f"Stored your {provider} key" in records[0]["text"]
+    result = next(r for r in records if r["type"] == "result")
+    assert result["data"]["status"] == "succeeded" and result["data"]["key_source"] == "user"
+    assert records[-1]["data"]["balance"] == 50
+    seen = new_providers["states"][provider].requests
+    assert all(r.headers.get("Authorization") == f"Bearer {key}" for r in seen if "/files/" not in r.path)
