@@ -76,9 +76,9 @@ async def _add(inv: Invocation, deps: Deps, vault: Vault, user_id: int) -> str:
         return f"{provider.name} refused that key, so I did not store it. Check that you copied all of it."
     except QuotaExhausted:  # a valid key on an empty account: stored, with a warning
         warning = f"Note: {provider.name} says the account behind it has no quota left."
-    except ProviderError as error:
-        return (f"I could not check the key with {provider.name} right now ({error.user_message}) "
-                "Nothing was stored; please try again in a moment.")
+    except ProviderError:
+        return (f"I could not reach {provider.name} to check the key, so nothing was stored; "
+                "please try again in a moment.")
     try:
         stored = await vault.add(user_id, provider.name, secret, label)
     except DuplicateKey as duplicate:
@@ -117,8 +117,8 @@ async def _test(inv: Invocation, deps: Deps, vault: Vault, user_id: int) -> str:
             continue
         except QuotaExhausted:
             verdict = "works, but the account has no quota left"
-        except ProviderError as error:
-            lines.append(f"{key.provider} {key.hint}: could not be checked now ({error.user_message})")
+        except ProviderError:
+            lines.append(f"{key.provider} {key.hint}: could not be checked now; try again in a moment.")
             continue
         else:
             verdict = "works"

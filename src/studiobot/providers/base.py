@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from studiobot.providers.errors import WebhookRejected
+from studiobot.providers.errors import BadRequest, WebhookRejected
 
 #: Aspect ratios the commands accept, in the order they are offered to users.
 ASPECT_RATIOS: tuple[str, ...] = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")
@@ -226,6 +226,25 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release network resources (the HTTP client)."""
         ...
+
+
+class Synchronous:
+    """Mixin for providers whose ``submit`` always answers :class:`Finished`: there is no task to
+    poll or cancel. The class using it sets ``name``."""
+
+    name: str
+
+    async def poll(self, task_id: str, key: ProviderKey | None) -> Progress | Finished:
+        """Not applicable: generation is synchronous.
+
+        Raises:
+            BadRequest: Always.
+        """
+        raise BadRequest(f"{self.name} has no tasks to poll; submit answers Finished")
+
+    async def cancel(self, task_id: str, key: ProviderKey | None) -> bool:
+        """Not applicable (synchronous); always False."""
+        return False
 
 
 @runtime_checkable

@@ -21,8 +21,8 @@ from studiobot.providers.base import (
     Finished,
     GeneratedImage,
     ImageRequest,
-    Progress,
     ProviderKey,
+    Synchronous,
 )
 from studiobot.providers.errors import (
     AuthError,
@@ -74,7 +74,7 @@ _NOT_SERVED_MESSAGE = (
 )
 
 
-class HuggingFaceProvider:
+class HuggingFaceProvider(Synchronous):
     """Adapter for Hugging Face Inference Providers, ``hf-inference`` text-to-image models.
 
     ``submit`` answers :class:`Finished` with one inline image (PNG asked for, JPEG accepted);
@@ -164,18 +164,6 @@ class HuggingFaceProvider:
         _raise_for_status(response, secret)
         image = GeneratedImage(data=_image_bytes(response, secret), seed=request.seed)
         return Finished(images=(image,))
-
-    async def poll(self, task_id: str, key: ProviderKey | None) -> Progress | Finished:
-        """Not applicable: hf-inference answers the image in the submit call.
-
-        Raises:
-            BadRequest: Always.
-        """
-        raise BadRequest("huggingface has no tasks to poll; submit answers Finished")
-
-    async def cancel(self, task_id: str, key: ProviderKey | None) -> bool:
-        """Not applicable (synchronous); always False."""
-        return False
 
     async def check_key(self, key: ProviderKey) -> None:
         """Validate ``key`` with the Hub's ``GET /api/whoami-v2`` (free, authenticated).

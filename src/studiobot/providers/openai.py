@@ -18,8 +18,8 @@ from studiobot.providers.base import (
     Finished,
     GeneratedImage,
     ImageRequest,
-    Progress,
     ProviderKey,
+    Synchronous,
 )
 from studiobot.providers.errors import (
     AuthError,
@@ -49,7 +49,7 @@ def _aspects(model: str) -> tuple[str, ...]:
     return tuple(a for a in ASPECT_RATIOS if a in _SIZES[model])
 
 
-class OpenAIProvider:
+class OpenAIProvider(Synchronous):
     """Adapter for the OpenAI Images API, models ``gpt-image-1`` (default) and ``dall-e-3``.
 
     ``submit`` answers :class:`Finished` with inline PNG bytes; there is nothing to poll or cancel.
@@ -152,18 +152,6 @@ class OpenAIProvider:
         )
         _raise_for_status(response, secret)
         return _parse_images(http.parse_json(response))
-
-    async def poll(self, task_id: str, key: ProviderKey | None) -> Progress | Finished:
-        """Not applicable: OpenAI image generation is synchronous.
-
-        Raises:
-            BadRequest: Always.
-        """
-        raise BadRequest("openai has no tasks to poll; submit answers Finished")
-
-    async def cancel(self, task_id: str, key: ProviderKey | None) -> bool:
-        """Not applicable (synchronous); always False."""
-        return False
 
     async def check_key(self, key: ProviderKey) -> None:
         """Validate ``key`` with ``GET /models``, a cheap authenticated call that bills nothing.

@@ -20,8 +20,8 @@ from studiobot.providers.base import (
     Finished,
     GeneratedImage,
     ImageRequest,
-    Progress,
     ProviderKey,
+    Synchronous,
 )
 from studiobot.providers.errors import (
     AuthError,
@@ -108,7 +108,7 @@ def _aspects(model: str) -> tuple[str, ...]:
     return tuple(a for a in ASPECT_RATIOS if a in allowed)
 
 
-class StabilityProvider:
+class StabilityProvider(Synchronous):
     """Adapter for Stability AI: Stable Image ``core`` (default), ``ultra``, SD 3.5 and SDXL 1.0.
 
     ``submit`` answers :class:`Finished` with inline PNG bytes and the seed used; there is nothing
@@ -184,18 +184,6 @@ class StabilityProvider:
         if model == _SDXL:
             return await self._submit_v1(request, secret)
         return await self._submit_v2(model, request, secret)
-
-    async def poll(self, task_id: str, key: ProviderKey | None) -> Progress | Finished:
-        """Not applicable: Stability image generation is synchronous.
-
-        Raises:
-            BadRequest: Always.
-        """
-        raise BadRequest("stability has no tasks to poll; submit answers Finished")
-
-    async def cancel(self, task_id: str, key: ProviderKey | None) -> bool:
-        """Not applicable (synchronous); always False."""
-        return False
 
     async def check_key(self, key: ProviderKey) -> None:
         """Validate ``key`` with ``GET /v1/user/balance`` (stability-v1.json), which bills nothing.
