@@ -74,7 +74,6 @@ class App:
     recovery: Recovery
     billing: Billing
     webhooks: WebhookReceiver
-    vault: Vault | None
 
     async def aclose(self) -> None:
         """Stop the scheduler and release connections and clients."""
@@ -240,7 +239,7 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: D
     webhooks = WebhookReceiver(db, router, keys, finisher, notifier, owner=f"{worker_id}:webhook",
                                lease_s=settings.lease_s)
     return App(settings, db, store, router, http, dispatcher, runner, worker, poller, recovery, billing,
-               webhooks, vault)
+               webhooks)
 
 
 def build_billing(settings: Settings, db: Database, notify: Notify | None = None) -> Billing:

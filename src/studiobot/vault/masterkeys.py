@@ -53,12 +53,13 @@ def load(configured: str | None, path: Path, *, may_generate: bool) -> list[byte
             "(make a key with `studiobot keys new-master-key`)"
         )
         return None
-    write(path, [new_master_key()])
+    key = new_master_key()
+    write(path, [key])
     log.warning(
         "generated a master key for personal API keys in %s (mode 0600). Back it up with the "
         "database: without it, stored keys cannot be read.", path,
     )
-    return _parse(path.read_text())
+    return [key]
 
 
 def write(path: Path, keys: Sequence[bytes]) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from studiobot.db.engine import Database
@@ -228,8 +228,3 @@ class Vault:
             await self._db.run(tx)
             rotated += len(changes)
             after = rows[-1][0]
-
-    async def count(self) -> int:
-        """How many keys are stored."""
-        async with self._db.read() as conn:
-            return int((await conn.execute(select(func.count()).select_from(ApiKey))).scalar_one())

@@ -132,10 +132,9 @@ class ShellAdapter:
             raw = parse_args(spec, rest) if spec is not None else None
         except UserError:
             spec = raw = None
-        missing = [p for p in spec.secrets_for(raw) if p.name not in raw] if spec and raw is not None else []
-        if spec is None or raw is None or not missing:
+        if spec is None or raw is None:  # the dispatcher explains what is wrong with the line
             return await self._dispatcher.dispatch_text(self._user, TERMINAL, text, invocation_id=uuid.uuid4().hex)
-        for param in missing:
+        for param in (p for p in spec.secrets_for(raw) if p.name not in raw):
             print(f"Paste {param.description or param.name} and press Enter"
                   + (" (it is not shown):" if interactive else ":"), file=sys.stderr, flush=True)
             with _no_echo(self._stdin if interactive else None):
