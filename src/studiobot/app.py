@@ -27,7 +27,9 @@ from studiobot.billing.catalogue import Catalogue
 from studiobot.billing.gateway import PaymentsUnavailable, StripeGateway
 from studiobot.billing.service import Billing, Notify
 from studiobot.commands import COMMANDS
+from studiobot.commands.communities import Communities
 from studiobot.commands.contract import Outbox, UserRef
+from studiobot.commands.guards import Guards
 from studiobot.commands.deps import Deps
 from studiobot.commands.dispatcher import Dispatcher
 from studiobot.commands.notices import KeyNotices, PaymentNotices
@@ -192,7 +194,8 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: D
     vault = await open_vault(settings, db)
     keys = Keyring(router, vault, KeyNotices(db, outboxes))
     http = httpx.AsyncClient(follow_redirects=True, max_redirects=3, timeout=settings.download_timeout_s)
-    presenter = JobPresenter(db, store, outboxes)
+    communities = Communities(db, settings)
+    presenter = JobPresenter(db, store, outboxes, communities)
     notifier = Notifier(db, presenter, presenter.platforms)
     finisher = Finisher(
         db, store, http, notifier,
@@ -234,7 +237,8 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: D
         runner.add_interval("stripe-inbox", billing.process_pending, seconds=30.0, first_after_s=30.0)
     users = UserDirectory(db, welcome_credits=settings.welcome_credits)
     deps = Deps(db=db, router=router, settings=settings, store=store, users=users, keys=keys,
-                job_queued=runner.nudge, billing=billing, vault=vault)
+                communities=communities, guards=Guards(db), job_queued=runner.nudge,
+                billing=billing, vault=vault, outboxes=outboxes)
     dispatcher = Dispatcher(COMMANDS, deps)
     webhooks = WebhookReceiver(db, router, keys, finisher, notifier, owner=f"{worker_id}:webhook",
                                lease_s=settings.lease_s)

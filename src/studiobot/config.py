@@ -144,7 +144,21 @@ class Settings(BaseSettings):
     default_count: int = Field(1, ge=1, le=4, description="Images per /imagine when --count is not given.")
     max_active_jobs_per_user: int = Field(4, ge=1, description="Queued plus running jobs per user.")
     max_jobs_per_hour: int = Field(120, ge=1, description="Jobs a user may start in one hour.")
-    gallery_page_size: int = Field(9, ge=1, le=25, description="Images per /gallery page.")
+    gallery_page_size: int = Field(9, ge=1, le=9, description="Images per /gallery page (one contact sheet).")
+    max_active_jobs_per_community: int = Field(
+        20, ge=1, description="Queued plus running jobs per server or group (admins may lower it)."
+    )
+    nsfw_policy: Literal["block", "spoiler", "age_restricted"] = Field(
+        "spoiler",
+        description="What a community does with images a provider flags as NSFW until its admins choose: "
+        "block (withhold), spoiler (hidden behind a click) or age_restricted (only in age-restricted channels).",
+    )
+    share_by_default: bool = Field(
+        True, description="Images made in a server or group go to its community gallery unless its admins turn it off."
+    )
+    web_gallery: bool = Field(
+        False, description="Serve public images on the web server (<public_url>/gallery); starts the web server."
+    )
 
     # Scheduler
     worker_concurrency: int = Field(8, ge=1, le=1000, description="Submissions one process runs at once.")

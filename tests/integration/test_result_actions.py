@@ -92,10 +92,15 @@ async def test_reroll_charges_a_new_job_with_the_same_prompt(app: App) -> None:
 async def test_actions_on_someone_elses_job_are_refused_without_charge(app: App) -> None:
     first = await finished(app, await run(app, "/imagine a secret garden"))
     bob_before = (await run(app, "/credits", user=BOB)).data["balance"]
-    for line in (f"/upscale {first} 1", f"/vary {first} 1", f"/reroll {first}", f"/favorite {first}",
-                 f"/share {first}"):
+    for line in (f"/upscale {first} 1", f"/vary {first} 1", f"/reroll {first}", f"/share {first}",
+                 f"/visibility {first} public"):
         reply = await run(app, line, user=BOB)
         assert reply.ephemeral and reply.text == f"Job #{first} is not one of yours.", line
+    # Made in the server, so it is in the community gallery: others here may keep it as a favourite.
+    assert (await run(app, f"/favorite {first}", user=BOB)).data["favorite"] is True
+    await run(app, f"/visibility {first} private")
+    hidden = await run(app, f"/favorite {first}", user=BOB)
+    assert hidden.ephemeral and hidden.text == f"Job #{first} is not one you can see here."
     refused = await run(app, f"/delete {first}", user=BOB)
     assert refused.ephemeral and "Only the person who made" in refused.text
     assert (await run(app, "/credits", user=BOB)).data["balance"] == bob_before

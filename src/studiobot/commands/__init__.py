@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from studiobot.commands import admin, buy, gallery, help, imagine, jobs, keys, preferences, results
+from studiobot.commands import (
+    admin,
+    buy,
+    collections,
+    gallery,
+    help,
+    imagine,
+    jobs,
+    keys,
+    mod,
+    preferences,
+    results,
+)
 from studiobot.commands.contract import CommandSpec
 from studiobot.commands.credits import show_credits
 
@@ -24,11 +36,22 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 (jobs.JOB_ID,), where="group", ephemeral=True),
     CommandSpec("delete", "Delete a job's images (yours, or any here if you are an admin).",
                 results.delete, (jobs.JOB_ID,)),
-    CommandSpec("gallery", "Your images, newest first.", gallery.gallery, gallery.PARAMS, ephemeral=True),
+    CommandSpec("gallery", "Your images, favourites, or this community's gallery (newest or top).",
+                gallery.gallery, gallery.PARAMS, ephemeral=True),
+    CommandSpec("show", "Show a job's images with their buttons (yours, or shared ones you can see).",
+                gallery.show, gallery.SHOW_PARAMS),
+    CommandSpec("visibility", "Who sees your images: private, community or public.", gallery.visibility,
+                gallery.VISIBILITY_PARAMS, ephemeral=True),
+    CommandSpec("vote", "Vote for a shared image (again to take it back).", gallery.vote,
+                gallery.SHOW_PARAMS, ephemeral=True),
+    CommandSpec("collection", "Your collections: create, add, remove, show, list, delete.",
+                collections.collection, collections.PARAMS, ephemeral=True),
     CommandSpec("keys", "Your own provider API keys: add (privately), list, remove, test.", keys.keys,
                 keys.PARAMS, ephemeral=True),
     CommandSpec("settings", "Your preferences (results as original files).", preferences.settings,
                 preferences.PARAMS, ephemeral=True),
+    CommandSpec("mod", "Admins: bans, blocklist, limits, NSFW policy, gallery channel, hide, audit, stats.",
+                mod.mod, mod.PARAMS, who="admin", ephemeral=True),
     CommandSpec("admin", "Operators: grant credits with a reason, or read a user's ledger.", admin.admin,
                 admin.PARAMS, who="operator", ephemeral=True),
     CommandSpec("help", "What studiobot can do.", help.show_help, help.PARAMS, ephemeral=True),

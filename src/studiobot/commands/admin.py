@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 import uuid
 
+from sqlalchemy.engine import Connection
+
 from studiobot.billing import ledger, orders, passes
 from studiobot.commands.contract import Invocation, Param, Reply
 from studiobot.commands.deps import Deps
 from studiobot.commands.presenter import credits as fmt
-from studiobot.db import users
+from studiobot.db import moderation, users
 from studiobot.db.engine import Database
+from studiobot.db.moderation import Actor
 from studiobot.errors import BadInput, InsufficientCredits, NotFound
 
 PARAMS = (
@@ -70,11 +73,18 @@ async def grant(db: Database, who: str, amount: int, reason: str, *, actor: str,
     user_id, shown = await find_user(db, who, platform=platform)
     key = f"adjust:{uuid.uuid4().hex}"
     try:
-        balance = await db.run(ledger.adjust, user_id, amount, key=key, actor=actor, note=reason.strip()[:200])
+        balance = await db.run(_adjust, user_id, amount, key, actor, reason.strip()[:200], shown)
     except InsufficientCredits as error:
         raise BadInput(f"{shown} has only {error.available} credits; remove at most that many.") from None
     verb = "Added" if amount > 0 else "Removed"
     return f"{verb} {fmt(abs(amount))} {'to' if amount > 0 else 'from'} {shown} ({reason.strip()}). Balance: {fmt(balance)}."
+
+
+def _adjust(conn: Connection, user_id: int, amount: int, key: str, actor: str, note: str, shown: str) -> int:
+    """The adjustment and its audit entry, in one transaction."""
+    balance = ledger.adjust(conn, user_id, amount, key=key, actor=actor, note=note)
+    moderation.audit(conn, Actor(actor, None), "grant" if amount > 0 else "remove credits", shown, f"{amount:+d}: {note}")
+    return balance
 
 
 async def ledger_text(db: Database, who: str, *, platform: str, limit: int = 20) -> str:

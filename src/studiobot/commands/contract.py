@@ -39,6 +39,9 @@ class ChatRef:
         community_id: The guild or group id when there is one.
         reply_to: The platform's id of what later answers belong to (a Discord interaction, a
             Telegram message), so a result can land in place; no secret is ever stored here.
+        thread_id: A topic inside the chat (Telegram forum topic ``message_thread_id``).
+        age_restricted: The platform marks this channel as for adults (Discord's age-restricted
+            channels); a community's NSFW policy may allow flagged images only there.
     """
 
     platform: str
@@ -46,23 +49,30 @@ class ChatRef:
     kind: ChatKind = "dm"
     community_id: str | None = None
     reply_to: str | None = None
+    thread_id: str | None = None
+    age_restricted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form, stored as a job's origin."""
-        return {
+        data: dict[str, Any] = {
             "platform": self.platform,
             "chat_id": self.chat_id,
             "kind": self.kind,
             "community_id": self.community_id,
             "reply_to": self.reply_to,
         }
+        if self.thread_id is not None:
+            data["thread_id"] = self.thread_id
+        if self.age_restricted:
+            data["age_restricted"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChatRef:
         """Inverse of :meth:`to_dict`."""
         return cls(
             data["platform"], data["chat_id"], data.get("kind", "dm"), data.get("community_id"),
-            data.get("reply_to"),
+            data.get("reply_to"), data.get("thread_id"), bool(data.get("age_restricted", False)),
         )
 
 
@@ -100,14 +110,30 @@ class Button:
 
 
 @dataclass(frozen=True, slots=True)
+class Menu:
+    """A pick-one list under a message (Discord: a select menu; Telegram: a row of buttons).
+
+    Attributes:
+        placeholder: What the closed menu says, e.g. "Open an image".
+        options: One per choice; each option's ``action`` runs when it is picked.
+    """
+
+    placeholder: str
+    options: Sequence[Button]
+
+
+@dataclass(frozen=True, slots=True)
 class ImageRef:
-    """An image to show: a stored file, its kind (image or grid), a short caption, and the store's
-    key for it (platforms that keep their own copy, like Telegram's file ids, remember it by key)."""
+    """An image to show: a stored file, its kind (image, grid or sheet), a short caption, and the
+    store's key for it (platforms that keep their own copy, like Telegram's file ids, remember it
+    by key). ``spoiler`` hides it behind a click (Discord spoiler, Telegram ``has_spoiler``): a
+    community's NSFW policy for flagged images."""
 
     path: Path
     kind: str = "image"
     caption: str = ""
     key: str | None = None
+    spoiler: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +150,14 @@ class Reply:
             message holding the button (e.g. after the images were deleted).
         originals: Send the images as original files, not as the platform's recompressed photos
             (the user's ``/settings``; Telegram sends documents, Discord attachments already are).
+        menu: A pick-one list (a gallery page's "open an image").
         data: Machine-readable facts (job id, status, balance...) for scripts and the JSON shell.
     """
 
     text: str
     images: Sequence[ImageRef] = ()
     buttons: Sequence[Button] = ()
+    menu: Menu | None = None
     ephemeral: bool = False
     private: bool = False
     replaces_source: bool = False

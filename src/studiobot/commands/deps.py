@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from studiobot.billing.service import Billing
+from studiobot.commands.communities import Communities
+from studiobot.commands.contract import Outbox
+from studiobot.commands.guards import Guards
 from studiobot.commands.users import UserDirectory
 from studiobot.config import Settings
 from studiobot.db.engine import Database
@@ -26,9 +29,12 @@ class Deps:
         store: Image store (to turn asset keys into files).
         users: Identity to user id resolution (creating users with welcome credits).
         keys: Each job's key (to cancel a running task at its provider).
+        communities: Community settings (sharing, NSFW policy, gallery channel, limits).
+        guards: Bans and blocklists.
         job_queued: Called after a job is queued, to wake the worker now.
         billing: Purchases (the catalogue, Stripe Checkout), or None where nothing is sold.
         vault: Users' own provider keys, or None where personal keys are disabled.
+        outboxes: One per platform this process can post to (gallery channels).
     """
 
     db: Database
@@ -37,6 +43,9 @@ class Deps:
     store: LocalStore
     users: UserDirectory
     keys: Keyring
+    communities: Communities
+    guards: Guards
     job_queued: Callable[[], None] = lambda: None
     billing: Billing | None = None
     vault: Vault | None = None
+    outboxes: Mapping[str, Outbox] = field(default_factory=dict)

@@ -1,4 +1,5 @@
-"""The dispatcher: finds the command, checks where and who, converts arguments, runs the handler.
+"""The dispatcher: finds the command, checks where and who, converts arguments, refuses banned
+users, runs the handler.
 
 Every refusal is a :class:`~studiobot.errors.UserError` rendered as an ephemeral reply; nothing is
 charged before a handler's own transaction commits. Any other exception is a bug: it is logged with
@@ -18,6 +19,9 @@ from studiobot.commands.parsing import convert_args, parse_args, split_command
 from studiobot.errors import BadInput, NotAllowed, UserError
 
 log = logging.getLogger(__name__)
+
+#: Commands a banned user may still run: what the bot is, and their own balance.
+_UNGUARDED = frozenset({"help", "credits"})
 
 
 class Dispatcher:
@@ -63,6 +67,11 @@ class Dispatcher:
         try:
             spec = self._spec(name)
             self._check_place(spec, user, chat, is_admin)
+            operator = self.is_operator(user)
+            if spec.name not in _UNGUARDED and not (operator or is_admin):
+                community = await self.deps.communities.of_chat(chat)
+                await self.deps.guards.check_user(await self.deps.users.user_id(user),
+                                                  community.id if community else None)
             inv = Invocation(
                 user=user,
                 chat=chat,
@@ -70,7 +79,7 @@ class Dispatcher:
                 args=convert_args(spec, raw_args),
                 invocation_id=invocation_id,
                 is_admin=is_admin,
-                is_operator=self.is_operator(user),
+                is_operator=operator,
             )
             return await spec.handler(inv, self.deps)
         except UserError as error:

@@ -74,10 +74,15 @@ def _assign_head(spec: CommandSpec, head: str, raw: dict[str, Any]) -> None:
     if not head:
         return
     rest = next((p for p in spec.params if p.rest), None)
-    if rest is not None:
-        raw[rest.name] = head
-        return
     positional = [p for p in spec.params if p.positional]
+    if rest is not None:
+        # Positional words first (``/mod ban @ann``), then the free text (``3d spamming``).
+        words = head.split(maxsplit=len(positional))
+        for param, word in zip(positional, words, strict=False):
+            raw[param.name] = word
+        if len(words) > len(positional):
+            raw[rest.name] = words[-1]
+        return
     words = head.split()
     if len(words) > len(positional):
         raise BadInput(f"Too many words for /{spec.name}. Usage: {spec.usage()}")

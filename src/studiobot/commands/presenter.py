@@ -12,7 +12,9 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Row
 
+from studiobot.commands.communities import Communities
 from studiobot.commands.contract import Button, ChatRef, ImageRef, Outbox, Reply
+from studiobot.commands.nsfw import screen
 from studiobot.db import users
 from studiobot.db.engine import Database
 from studiobot.media.store import LocalStore
@@ -94,12 +96,14 @@ def _made(params: Mapping[str, Any]) -> str:
 
 
 def job_reply(
-    job: JobLike, assets: Sequence[Row[Any]], store: LocalStore, *, originals: bool = False, **extra: Any
+    job: JobLike, assets: Sequence[Row[Any]], store: LocalStore, *, originals: bool = False,
+    owner: bool = True, **extra: Any
 ) -> Reply:
     """Render ``job`` (any state) with its assets as a Reply.
 
-    ``originals`` is the user's preference for original files (see :class:`Reply`); ``extra`` is
-    merged into ``Reply.data`` (e.g. ``balance`` or ``position``).
+    ``originals`` is the user's preference for original files (see :class:`Reply`); ``owner``
+    False renders it for someone else (``/show`` of a shared image): no cost and no buttons;
+    ``extra`` is merged into ``Reply.data`` (e.g. ``balance`` or ``position``).
     """
     params = job.params or {}
     head = f"Job #{job.id}: “{short(job.prompt)}”"
@@ -124,14 +128,14 @@ def job_reply(
         seeds = [a.seed for a in images if a.seed is not None]
         seed_text = ", ".join(str(seed) for seed in seeds)
         lines = [f"{head} is ready.", what + (f", seed {seed_text}" if seeds else ""),
-                 _payment(job).capitalize() + "."]
+                 _payment(job).capitalize() + "." if owner else ""]
         refs = [ImageRef(store.path_for(a.storage_key), "image", f"{job.id}-{a.position}", a.storage_key) for a in images]
         if grid is not None:
             refs.insert(0, ImageRef(store.path_for(grid.storage_key), "grid", f"{job.id}-grid", grid.storage_key))
         data["images"] = [str(r.path) for r in refs if r.kind == "image"]
         data["grid"] = str(store.path_for(grid.storage_key)) if grid is not None else None
         data["seeds"] = seeds
-        buttons = result_buttons(job.id, [a.position for a in images])
+        buttons = result_buttons(job.id, [a.position for a in images]) if owner else []
     elif job.status in ("failed", "cancelled"):
         verb = "failed" if job.status == "failed" else "was cancelled"
         refund = f" {credits(job.cost)} refunded." if job.cost else ""
@@ -168,6 +172,11 @@ def result_buttons(job_id: int, positions: Sequence[int]) -> list[Button]:
     return buttons
 
 
+def flagged(assets: Sequence[Row[Any]]) -> set[str]:
+    """Store keys of the assets a provider flagged as NSFW (for :func:`studiobot.commands.nsfw.screen`)."""
+    return {a.storage_key for a in assets if a.nsfw}
+
+
 class JobPresenter:
     """The scheduler's :class:`~studiobot.scheduler.notify.JobListener`: renders and delivers.
 
@@ -175,12 +184,15 @@ class JobPresenter:
         db: Database, to read the finished job.
         store: Image store.
         outboxes: Outbox per platform name.
+        communities: Community policies (NSFW) for jobs made in a community.
     """
 
-    def __init__(self, db: Database, store: LocalStore, outboxes: Mapping[str, Outbox]) -> None:
+    def __init__(self, db: Database, store: LocalStore, outboxes: Mapping[str, Outbox],
+                 communities: Communities) -> None:
         self._db = db
         self._store = store
         self._outboxes = dict(outboxes)
+        self._communities = communities
         self._recipients: dict[tuple[int, str], str | None] = {}
 
     @property
@@ -208,10 +220,11 @@ class JobPresenter:
                 return
             assets = await lifecycle.assets_of(conn, job_id)
             prefs = await users.preferences(conn, job.user_id)
+        chat = ChatRef.from_dict(job.origin_chat)
         reply = job_reply(job, assets, self._store, originals=bool(prefs.get("originals")))
-        await self._outboxes[job.origin_platform].deliver(
-            ChatRef.from_dict(job.origin_chat), reply, recipient=await self._recipient(job)
-        )
+        policy = await self._communities.get(job.community_id) if job.community_id is not None else None
+        reply = screen(reply, flagged(assets), policy, chat)
+        await self._outboxes[job.origin_platform].deliver(chat, reply, recipient=await self._recipient(job))
 
     async def _recipient(self, job: JobRow) -> str | None:
         # Identities never change once made, so one cached read per user and platform.

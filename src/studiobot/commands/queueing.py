@@ -40,11 +40,17 @@ async def queue_job(
     Raises:
         BadInput: Neither the user nor the platform has a key for the provider (the message says
             how to add one).
+        BadInput: The prompt contains a blocked term (checked before anything is charged).
         InsufficientCredits: The balance does not cover the cost.
-        LimitReached: Too many active jobs, or too many this hour.
+        LimitReached: Too many active jobs (the user's or the community's), or too many this hour.
     """
+    community = await deps.communities.of_chat(inv.chat)
+    await deps.guards.check_prompt(request.prompt, request.negative_prompt,
+                                   community_id=community.id if community else None)
     user_id = await deps.users.user_id(inv.user)
     key_source, api_key_id = await _payer(deps, user_id, route.provider)
+    if community is not None and community.share_by_default:
+        params = {**params, "visibility": "community"}
     # The user's own key pays the provider directly, so the platform charges nothing.
     cost = 0 if key_source == "user" else route.provider.price(request)
     new_job = NewJob(
@@ -62,10 +68,14 @@ async def queue_job(
         origin_chat=inv.chat.to_dict(),
         idempotency_key=f"{inv.chat.platform}:{inv.invocation_id}",
         deadline_s=deps.settings.job_deadline_s,
+        community_id=community.id if community else None,
     )
-    limits = Limits(
-        max_active=deps.settings.max_active_jobs_per_user, max_per_hour=deps.settings.max_jobs_per_hour
-    )
+    if community is None:
+        limits = Limits(max_active=deps.settings.max_active_jobs_per_user,
+                        max_per_hour=deps.settings.max_jobs_per_hour)
+    else:
+        limits = Limits(max_active=community.max_active_per_user, max_per_hour=community.max_jobs_per_hour,
+                        max_community_active=community.max_active)
     try:
         job_id, balance = await deps.db.run(lifecycle.enqueue, new_job, limits)
     except IntegrityError:

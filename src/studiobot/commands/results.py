@@ -9,11 +9,15 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from studiobot.commands.contract import Invocation, Param, Reply
 from studiobot.commands.deps import Deps
+from studiobot.commands.gallery import post_to_gallery_channel, visible_job
 from studiobot.commands.jobs import JOB_ID, own_job
 from studiobot.commands.queueing import queue_job
 from studiobot.db import assets as asset_store
+from studiobot.db.moderation import Actor, audit
 from studiobot.errors import BadInput, NotAllowed, NotFound
 from studiobot.providers.base import ImageRequest, Operation, SourceImage
 from studiobot.scheduler import lifecycle
@@ -76,32 +80,38 @@ async def _derive(inv: Invocation, deps: Deps, operation: Operation) -> Reply:
 
 
 async def favorite(inv: Invocation, deps: Deps) -> Reply:
-    """Add a job's images (or one of them) to the caller's favourites, or remove them again."""
-    job = await own_job(inv, deps)
+    """Add a job's images (or one of them) to the caller's favourites, or remove them again: their
+    own, or any they may see here."""
+    job, images, user_id = await visible_job(inv, deps)
     index = inv.args["index"]
-    images = await _images(deps, job)
-    chosen = [a for a in images if index is None or a.position == index]
+    chosen = [a.asset_id for a in images if index is None or a.position == index]
     if not chosen:
         raise NotFound(f"Job #{job.id} has no image {index}.")
-    user_id = await deps.users.user_id(inv.user)
-    added = await deps.db.run(asset_store.toggle_favorites, user_id, [a.id for a in chosen])
+    added = await deps.db.run(asset_store.toggle_favorites, user_id, chosen)
     which = f"image {index} of job #{job.id}" if index else f"job #{job.id}'s images"
     text = f"Added {which} to your favourites." if added else f"Removed {which} from your favourites."
     return Reply(text=text, ephemeral=True, data={"job_id": job.id, "favorite": added})
 
 
 async def share(inv: Invocation, deps: Deps) -> Reply:
-    """Show a job's images in this server's or group's community gallery."""
+    """Show a job's images in this server's or group's community gallery, and post them to its
+    gallery channel when it has one."""
     job = await own_job(inv, deps)
-    if inv.chat.community_id is None:
+    community = await deps.communities.of_chat(inv.chat)
+    if community is None:
         raise NotAllowed("Sharing puts images in a community gallery; use this in a server or group.")
-    if not await _images(deps, job):
+    images = await _images(deps, job)
+    if not images:
         raise BadInput(f"Job #{job.id} has no images to share.")
-    await deps.db.run(asset_store.share_job, job.id, inv.chat.platform, inv.chat.community_id)
+    if all(a.hidden and a.community_id == community.id for a in images):
+        raise NotAllowed(f"An admin hid job #{job.id} from this community's gallery.")
+    await deps.db.run(asset_store.share_job, job.id, community.id)
+    posted = await post_to_gallery_channel(deps, community, job, inv.user)
     return Reply(
-        text=f"Shared job #{job.id} with this community's gallery.",
+        text=f"Shared job #{job.id} with this community's gallery"
+        + (", and posted it to the gallery channel." if posted else "."),
         ephemeral=True,
-        data={"job_id": job.id, "visibility": "community"},
+        data={"job_id": job.id, "visibility": "community", "posted": posted},
     )
 
 
@@ -112,7 +122,10 @@ async def delete(inv: Invocation, deps: Deps) -> Reply:
     """
     job = await _job_for_delete(inv, deps)
     by = f"{inv.user.platform}:{inv.user.platform_user_id}"
-    unused = await deps.db.run(asset_store.delete_job_assets, job.id, by)
+    actor = None
+    if job.user_id != await deps.users.user_id(inv.user):  # an admin's or operator's deletion
+        actor = Actor(by, job.community_id)
+    unused = await deps.db.run(_delete, job.id, by, actor)
     for key in unused:
         deps.store.delete(key)
     return Reply(
@@ -120,6 +133,14 @@ async def delete(inv: Invocation, deps: Deps) -> Reply:
         replaces_source=True,
         data={"job_id": job.id, "deleted": True},
     )
+
+
+def _delete(conn: Connection, job_id: int, by: str, actor: Actor | None) -> list[str]:
+    """Delete a job's images, with an audit entry when someone else's were deleted."""
+    unused = asset_store.delete_job_assets(conn, job_id, by)
+    if actor is not None:
+        audit(conn, actor, "delete", f"job #{job_id}")
+    return unused
 
 
 async def _job_for_delete(inv: Invocation, deps: Deps) -> JobRow:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, false, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -58,21 +58,21 @@ def toggle_favorites(conn: Connection, user_id: int, asset_ids: Sequence[int]) -
     return True
 
 
-def share_job(conn: Connection, job_id: int, platform: str, platform_community_id: str) -> int:
-    """Make a job's images visible in a community's gallery.
+def share_job(conn: Connection, job_id: int, community_id: int) -> int:
+    """Make a job's images visible in a community's gallery (moving them from another community's;
+    images an admin hid stay hidden; public ones stay public).
 
     Returns:
         How many assets changed visibility.
     """
-    community_id = ensure_community(conn, platform, platform_community_id)
     result = conn.execute(
         update(Asset)
-        .where(Asset.job_id == job_id, Asset.visibility == "private")
+        .where(Asset.job_id == job_id, Asset.kind == "image", Asset.hidden == false(),
+               Asset.visibility.in_(("private", "community")))
         .values(visibility="community", community_id=community_id)
     )
     conn.execute(
-        insert(JobEvent).values(job_id=job_id, kind="shared", detail=f"{platform}:{platform_community_id}",
-                                created_at=utcnow())
+        insert(JobEvent).values(job_id=job_id, kind="shared", detail=f"community {community_id}", created_at=utcnow())
     )
     return result.rowcount
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Boolean,
     Index,
     Integer,
     MetaData,
@@ -174,6 +175,8 @@ class Job(Base):
         Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
         Index("ix_jobs_user_id_status", "user_id", "status"),
         Index("ix_jobs_origin_platform_notified_at", "origin_platform", "notified_at"),
+        Index("ix_jobs_community_id_created_at", "community_id", "created_at"),
+        Index("ix_jobs_community_id_status", "community_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -206,6 +209,11 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     origin_platform: Mapped[str] = mapped_column(String(16))
     origin_chat: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: The server or group it was made in (None in a private chat): its images' default gallery,
+    #: its concurrency limit and its usage figures.
+    community_id: Mapped[int | None] = mapped_column(
+        ForeignKey("communities.id", ondelete="SET NULL"), nullable=True
+    )
     origin_message: Mapped[str | None] = mapped_column(String(200), nullable=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -229,11 +237,17 @@ class Asset(Base):
     """A stored image: content-addressed file, thumbnail, owner and visibility.
 
     ``kind`` is image | grid. ``position`` orders a job's images (1-4; 0 for the grid).
+    ``visibility`` is private (the owner only), community (the gallery of ``community_id``) or
+    public (also the web gallery). ``hidden`` is set by a community admin: the image leaves every
+    gallery but its owner's, whatever its visibility. ``nsfw`` is the provider's safety flag (None
+    when the provider gives none).
     """
 
     __tablename__ = "assets"
     __table_args__ = (
         Index("ix_assets_owner_id_id", "owner_id", "id"),
+        Index("ix_assets_community_id_visibility_id", "community_id", "visibility", "id"),
+        Index("ix_assets_visibility_id", "visibility", "id"),
         UniqueConstraint("job_id", "kind", "position"),
     )
 
@@ -255,6 +269,7 @@ class Asset(Base):
         ForeignKey("communities.id", ondelete="SET NULL"), nullable=True
     )
     nsfw: Mapped[bool | None] = mapped_column(nullable=True)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -422,3 +437,94 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Collection(Base):
+    """A user's named set of images (``/collection``); names are unique per owner."""
+
+    __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("owner_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CollectionItem(Base):
+    """An image in a collection."""
+
+    __tablename__ = "collection_items"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Vote(Base):
+    """One person's vote for a shared image; a week of votes ranks the community's "top"."""
+
+    __tablename__ = "votes"
+    __table_args__ = (Index("ix_votes_created_at", "created_at"),)
+
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Ban(Base):
+    """A user banned from one community, or everywhere (``community_id`` None, operators only).
+
+    ``until`` None means until lifted with ``/mod unban``.
+    """
+
+    __tablename__ = "bans"
+    __table_args__ = (Index("ix_bans_user_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    community_id: Mapped[int | None] = mapped_column(
+        ForeignKey("communities.id", ondelete="CASCADE"), nullable=True
+    )
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    actor: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BlockedTerm(Base):
+    """A word, phrase or RE2 regular expression refused in prompts, in one community or everywhere."""
+
+    __tablename__ = "blocked_terms"
+    __table_args__ = (Index("ix_blocked_terms_community_id", "community_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    community_id: Mapped[int | None] = mapped_column(
+        ForeignKey("communities.id", ondelete="CASCADE"), nullable=True
+    )
+    pattern: Mapped[str] = mapped_column(String(200))
+    is_regex: Mapped[bool] = mapped_column(Boolean, default=False)
+    actor: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """One moderation or admin action: who, what, to whom, why and when (append-only).
+
+    ``community_id`` None marks an operator's global action.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_community_id_id", "community_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    community_id: Mapped[int | None] = mapped_column(
+        ForeignKey("communities.id", ondelete="SET NULL"), nullable=True
+    )
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

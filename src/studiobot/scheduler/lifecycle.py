@@ -69,11 +69,12 @@ _ACCEPT_PG = text(
     ), j AS (
         INSERT INTO jobs (user_id, kind, prompt, negative_prompt, params, provider, model,
                           key_source, api_key_id, webhook_token, cost, status, attempts, polls,
-                          due_at, deadline_at, origin_platform, origin_chat, idempotency_key,
-                          created_at)
+                          due_at, deadline_at, origin_platform, origin_chat, community_id,
+                          idempotency_key, created_at)
         SELECT :user_id, 'image', :prompt, :negative_prompt, :params, :provider, :model,
                :key_source, :api_key_id, :webhook_token, :cost, 'queued', 0, 0,
-               :now, :deadline_at, :origin_platform, :origin_chat, :idempotency_key, :now
+               :now, :deadline_at, :origin_platform, :origin_chat, :community_id,
+               :idempotency_key, :now
         FROM r
         RETURNING id
     ), e AS (
@@ -90,6 +91,7 @@ _ACCEPT_PG = text(
 ).bindparams(
     bindparam("user_id", type_=BigInteger),
     bindparam("api_key_id", type_=BigInteger),
+    bindparam("community_id", type_=BigInteger),
     bindparam("cost", type_=Integer),
     *(bindparam(name, type_=Text) for name in _ACCEPT_TEXT_PARAMS),
     bindparam("params", type_=JSON),
@@ -98,15 +100,15 @@ _ACCEPT_PG = text(
     bindparam("deadline_at", type_=UTCDateTime),
 )
 
+# OR of equalities, not IN: an IN list is re-expanded on every execution.
+_ACTIVE = or_(*(_jobs.c.status == st for st in ACTIVE_STATUSES))
 _LIMITS = select(
-    select(func.count())
-    # OR of equalities, not IN: an IN list is re-expanded on every execution.
-    .where(_jobs.c.user_id == bindparam("uid"), or_(*(_jobs.c.status == st for st in ACTIVE_STATUSES)))
-    .scalar_subquery(),
+    select(func.count()).where(_jobs.c.user_id == bindparam("uid"), _ACTIVE).scalar_subquery(),
     select(func.count())
     .where(_jobs.c.user_id == bindparam("uid"), _jobs.c.created_at >= bindparam("since"))
     .scalar_subquery(),
 )
+_COMMUNITY_ACTIVE = select(func.count()).where(_jobs.c.community_id == bindparam("cid"), _ACTIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,14 +129,18 @@ class NewJob:
     deadline_s: float
     api_key_id: int | None = None
     webhook_token: str | None = None
+    #: The community it is made in (``communities.id``), None in a private chat.
+    community_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-user limits checked while the account row is locked."""
+    """Limits checked while the account row is locked: per user, and per community when the job
+    is made in one (``max_community_active``; None elsewhere)."""
 
     max_active: int
     max_per_hour: int
+    max_community_active: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +184,7 @@ def enqueue(conn: Connection, job: NewJob, limits: Limits) -> tuple[int, int]:
         "cost": job.cost, "now": now,
         "deadline_at": now + timedelta(seconds=job.deadline_s),
         "origin_platform": job.origin_platform, "origin_chat": job.origin_chat,
-        "idempotency_key": job.idempotency_key,
+        "community_id": job.community_id, "idempotency_key": job.idempotency_key,
     }
     detail = f"{job.provider}/{job.model} cost={job.cost}"
     row = None
@@ -218,6 +224,15 @@ def enqueue(conn: Connection, job: NewJob, limits: Limits) -> tuple[int, int]:
             f"You have started {limits.max_per_hour} images in the last hour, the hourly limit. "
             "Please try again a little later."
         )
+    if job.community_id is not None and limits.max_community_active is not None:
+        # Not serialised across users (no shared lock): two last-moment acceptances may both pass,
+        # which a soft per-community cap tolerates.
+        busy = conn.execute(_COMMUNITY_ACTIVE, {"cid": job.community_id}).scalar_one()
+        if busy > limits.max_community_active:
+            raise LimitReached(
+                f"This community already has {busy - 1} images in progress (its limit is "
+                f"{limits.max_community_active}). Please try again in a minute."
+            )
     return job_id, balance
 
 
@@ -444,11 +459,13 @@ async def succeed(db: Database, job_id: int, assets: Sequence[NewAsset]) -> bool
                     status="succeeded", progress=1.0, finished_at=now, lease_owner=None,
                     lease_expires_at=None,
                 )
-                .returning(Job.user_id, Job.cost)
+                .returning(Job.user_id, Job.cost, Job.community_id, Job.params)
             )
         ).one_or_none()
         if row is None:
             return False
+        # Made in a community that shares by default: its gallery (decided when it was queued).
+        shared = row.community_id is not None and (row.params or {}).get("visibility") == "community"
         if assets:
             conn.execute(
                 insert(Asset),
@@ -457,7 +474,8 @@ async def succeed(db: Database, job_id: int, assets: Sequence[NewAsset]) -> bool
                         job_id=job_id, owner_id=row.user_id, kind=a.kind, position=a.position,
                         sha256=a.sha256, storage_key=a.storage_key, thumbnail_key=a.thumbnail_key,
                         mime=a.mime, width=a.width, height=a.height, bytes=a.size, seed=a.seed,
-                        visibility="private", nsfw=a.nsfw, created_at=now,
+                        visibility="community" if shared else "private",
+                        community_id=row.community_id if shared else None, nsfw=a.nsfw, created_at=now,
                     )
                     for a in assets
                 ],
@@ -647,7 +665,8 @@ async def assets_of(conn: AsyncConnection, job_id: int) -> list[Row[Any]]:
     """A job's assets, images first by position, then the grid."""
     result = await conn.execute(
         select(Asset.id, Asset.kind, Asset.position, Asset.storage_key, Asset.thumbnail_key,
-               Asset.width, Asset.height, Asset.seed, Asset.owner_id)
+               Asset.width, Asset.height, Asset.seed, Asset.owner_id, Asset.nsfw, Asset.visibility,
+               Asset.community_id, Asset.hidden)
         .where(Asset.job_id == job_id)
         .order_by(Asset.kind != "image", Asset.position)
     )
