@@ -1,4 +1,4 @@
-"""Command line: ``studiobot run | shell | worker | db upgrade | admin grant | admin ledger``."""
+"""Command line: ``studiobot run | shell | worker | db upgrade | admin grant|ledger|stats | keys``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import getpass
 import logging
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("--new-master-key", action="store_true",
                         help="Generate a new master key into the key file first (key file only).")
     keys_sub.add_parser("new-master-key", help="Print a fresh master key (to put first in the key list).")
-    admin = sub.add_parser("admin", help="Operator tools: credits and ledgers.")
+    admin = sub.add_parser("admin", help="Operator tools: credits, ledgers and usage.")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
     grant = admin_sub.add_parser(
         "grant", help="Add credits to a user (negative to remove), with a reason kept in the ledger."
@@ -60,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     ledger = admin_sub.add_parser("ledger", help="A user's balance, passes, orders and ledger entries.")
     ledger.add_argument("user", help="platform:id or #<user number>.")
     ledger.add_argument("--limit", type=int, default=20, help="Entries to show (default 20).")
+    stats = admin_sub.add_parser("stats", help="Usage of the whole bot: the figures, and a chart image.")
+    stats.add_argument("--days", type=int, default=30, choices=range(1, 367), metavar="1-366",
+                       help="Days to cover, ending today (UTC; default 30).")
+    stats.add_argument("--chart", type=Path, default=Path("studiobot-usage.png"),
+                       help="Where to write the chart (PNG; default ./studiobot-usage.png).")
     return parser
 
 
@@ -122,6 +128,12 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> str:
         if args.admin_command == "grant":
             actor = args.by or f"cli:{_login_name()}"
             return await admin.grant(db, args.user, args.credits, args.reason, actor=actor, platform="shell")
+        if args.admin_command == "stats":
+            from studiobot.commands.stats import usage_report
+
+            report = await usage_report(db, None, days=args.days, title="studiobot")
+            args.chart.write_bytes(report.chart)
+            return f"{report.text}\nchart: {args.chart}"
         return await admin.ledger_text(db, args.user, platform="shell", limit=args.limit)
     finally:
         await db.dispose()

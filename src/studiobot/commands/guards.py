@@ -32,7 +32,7 @@ MAX_PATTERN_CHARS = 200
 
 @dataclass(frozen=True, slots=True)
 class _Term:
-    shown: str
+    shown: str  # what a refusal names: the term itself, or "a blocked pattern" for an expression
     pattern: re2._Regexp  # type: ignore[name-defined]
 
 
@@ -117,7 +117,7 @@ class Guards:
             for term in self._terms.get(scope, ()):
                 if term.pattern.search(prompt):
                     where = "by this community" if scope is not None else "on this bot"
-                    raise BadInput(f"Your prompt contains “{term.shown}”, which is blocked {where}. "
+                    raise BadInput(f"Your prompt contains {term.shown}, which is blocked {where}. "
                                    "Please rephrase it; nothing was charged.")
 
     async def _fresh(self) -> None:
@@ -141,5 +141,6 @@ def _compiled(terms: list[TermRow]) -> dict[int | None, list[_Term]]:
             matcher = compile_term(t.pattern, t.is_regex)
         except BadInput:
             continue  # stored before a stricter check; /mod blocklist list still shows it
-        compiled.setdefault(t.community_id, []).append(_Term(t.pattern, matcher))
+        shown = "words matching a blocked pattern" if t.is_regex else f"“{t.pattern}”"
+        compiled.setdefault(t.community_id, []).append(_Term(shown, matcher))
     return compiled

@@ -23,7 +23,7 @@ class Report:
 async def usage_report(db: Database, community_id: int | None, *, days: int, title: str) -> Report:
     """Usage of one community (None: the whole bot) over the last ``days`` UTC days.
 
-    The chart is drawn with matplotlib in a worker thread (it takes tens of milliseconds of CPU).
+    The chart is drawn with matplotlib in a worker thread (about half a second of CPU).
     """
     async with db.read() as conn:
         usage = await stats.usage(conn, community_id, days=days, today=utcnow().date())

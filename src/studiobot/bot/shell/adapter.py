@@ -60,6 +60,7 @@ class ShellConsole:
                 ephemeral=reply.ephemeral,
                 images=[str(i.path) for i in reply.images],
                 buttons=[{"label": b.label, "action": "/" + b.action} for b in reply.buttons],
+                menu=[{"label": o.label, "action": "/" + o.action} for o in reply.menu.options] if reply.menu else [],
                 data=reply.data,
             )
             self._out.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
@@ -68,6 +69,8 @@ class ShellConsole:
             lines += [f"  {i.kind}: {i.path}" for i in reply.images]
             if reply.buttons:
                 lines.append("  " + "  ".join(f"[{b.label}: /{b.action}]" for b in reply.buttons))
+            if reply.menu:
+                lines.append(f"  {reply.menu.placeholder}: " + "  ".join(f"/{o.action}" for o in reply.menu.options))
             self._out.write("\n".join(lines) + "\n")
         self._out.flush()
 
