@@ -53,6 +53,7 @@ from studiobot.scheduler.worker import Worker
 from studiobot.vault import masterkeys
 from studiobot.vault.cipher import KeyCipher
 from studiobot.vault.store import Vault
+from studiobot.web.gallery import add_gallery_routes
 from studiobot.web.server import WebServer
 from studiobot.web.providers import add_provider_webhook_routes
 from studiobot.web.stripe import add_stripe_routes
@@ -268,18 +269,22 @@ async def _reconcile(billing: Billing, window_s: float) -> None:
 
 
 def needs_web_server(settings: Settings, app: App) -> bool:
-    """Whether something calls in: Stripe, or providers' webhooks (``STUDIOBOT_PUBLIC_URL`` set)."""
-    return app.billing.selling or app.billing.receiving or settings.public_url is not None
+    """Whether something calls in: Stripe, providers' webhooks (``STUDIOBOT_PUBLIC_URL`` set), or
+    visitors of the web gallery (``STUDIOBOT_WEB_GALLERY``)."""
+    return app.billing.selling or app.billing.receiving or settings.public_url is not None or settings.web_gallery
 
 
 def web_server(settings: Settings, app: App) -> WebServer:
-    """The web server with the routes every process serves: Stripe's when it is configured, and
-    providers' webhooks when there is a public URL to give them."""
+    """The web server with the routes every process serves: Stripe's when it is configured,
+    providers' webhooks when there is a public URL to give them, and the public web gallery when
+    it is switched on."""
     server = WebServer(settings.web_host, settings.web_port)
     if app.billing.selling or app.billing.receiving:
         add_stripe_routes(server, app.billing)
     if settings.public_url is not None:
         add_provider_webhook_routes(server, app.webhooks)
+    if settings.web_gallery:
+        add_gallery_routes(server, app.db, app.store)
     return server
 
 
@@ -297,7 +302,7 @@ async def run_shell(
 
     console = ShellConsole(stdout, json_mode=json_mode)
     app = await build_app(settings, {PLATFORM: console})
-    web = web_server(settings, app) if app.billing.receiving or settings.public_url else None
+    web = web_server(settings, app) if app.billing.receiving or settings.public_url or settings.web_gallery else None
     try:
         if web is not None:
             await web.start()  # Stripe's and providers' webhooks reach the shell's jobs too

@@ -15,6 +15,8 @@ REST, under ``/api/v10`` (bot routes need ``Authorization: Bot <token>``, else 4
   interaction webhook ``/webhooks/{app}/{token}`` (followups) and ``.../messages/@original|{id}``;
 * channels: messages (create, get, edit, delete), typing, ``GET /channels/{id}``,
   ``POST /users/@me/channels`` (DMs), ``GET /users/{id}``;
+* message bodies are checked as Discord does: content and embed counts, attachments (at most 10,
+  within the size limit) and component layout (:func:`components_problem`: rows, buttons, selects);
 * anything else answers 404 ``{"message": "404: Not Found", "code": 0}`` and is recorded as route
   ``"unknown"``, so tests can spot unexpected calls.
 
@@ -84,8 +86,13 @@ VALID_TOKEN = (
     + ".GdOubl.e_TestDoubleTokenNotARealSecret0123456"
 )
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024  # 10 MiB, the limit for an unboosted guild
+MAX_ATTACHMENTS = 10  # files per message
+MAX_ACTION_ROWS = 5
+_SELECT_TYPES = {3, 5, 6, 7, 8}  # string, user, role, mentionable and channel selects
 # Permission bit sets as Discord sends them (decimal strings).
 SEND_MESSAGES = 1 << 11
+ADMINISTRATOR = 1 << 3
+MANAGE_GUILD = 1 << 5
 EVERYONE_PERMISSIONS = "104324673"  # Discord's classic @everyone default: view, send, attach...
 MEMBER_PERMISSIONS = "2248473465835073"  # a typical member's resolved permissions in a channel
 APP_PERMISSIONS = "2248473465835073"
@@ -1051,9 +1058,72 @@ def _message_problem(payload: dict[str, Any], files: list[UploadedFile], limit: 
         return _form_error("embeds", "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
     if sum(f.size for f in files) > limit:
         return respond(413, error_body("Request entity too large", 40005))
+    if len(files) > MAX_ATTACHMENTS:
+        return _form_error("attachments", "BASE_TYPE_MAX_LENGTH",
+                           f"Must be {MAX_ATTACHMENTS} or fewer in length.")
+    if (problem := components_problem(payload.get("components"))) is not None:
+        return _form_error(*problem)
     if require_body and not (content or payload.get("embeds") or payload.get("components")
                              or files or payload.get("sticker_ids") or payload.get("poll")):
         return _error(400, "Cannot send an empty message", 50006)
+    return None
+
+
+def components_problem(components: Any) -> tuple[str, str, str] | None:
+    """Discord's checks on a message's legacy components (action rows of buttons or one select),
+    as ``(path, code, message)`` of the 50035 Invalid Form Body error, or None when acceptable.
+
+    The rules (discord-api-docs, Message Components): at most 5 action rows; a row holds 1-5
+    buttons or exactly one select; custom ids are 1-100 characters and unique in the message;
+    button labels at most 80; a string select has 1-25 options with unique values, labels and
+    values 1-100 characters, a placeholder of at most 150 and 0 <= min_values <= max_values <= 25.
+    """
+    if not components:
+        return None
+    if len(components) > MAX_ACTION_ROWS:
+        return "components", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_ACTION_ROWS} or fewer in length."
+    seen: set[str] = set()
+    for r, row in enumerate(components):
+        at = f"components.{r}"
+        children = row.get("components") or []
+        if row.get("type") != 1 or not children:
+            return at, "COMPONENT_LAYOUT_WIDTH_EXCEEDED", "An action row needs 1 to 5 components."
+        selects = [c for c in children if c.get("type") in _SELECT_TYPES]
+        if (selects and len(children) > 1) or len(children) > 5:
+            return at, "COMPONENT_LAYOUT_WIDTH_EXCEEDED", "The specified component exceeds the maximum width"
+        for c, child in enumerate(children):
+            where = f"{at}.components.{c}"
+            custom_id = child.get("custom_id")
+            if child.get("type") == 2 and child.get("style") == 5:
+                continue  # link buttons carry a url, not a custom id
+            if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 100:
+                return f"{where}.custom_id", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
+            if custom_id in seen:
+                return f"{where}.custom_id", "COMPONENT_CUSTOM_ID_DUPLICATED", "Component custom id cannot be duplicated"
+            seen.add(custom_id)
+            if child.get("type") == 2 and len(child.get("label") or "") > 80:
+                return f"{where}.label", "BASE_TYPE_MAX_LENGTH", "Must be 80 or fewer in length."
+            if child.get("type") == 3 and (problem := _select_problem(child, where)) is not None:
+                return problem
+    return None
+
+
+def _select_problem(select: dict[str, Any], where: str) -> tuple[str, str, str] | None:
+    options = select.get("options") or []
+    if not 1 <= len(options) <= 25:
+        return f"{where}.options", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 25 in length."
+    if len(select.get("placeholder") or "") > 150:
+        return f"{where}.placeholder", "BASE_TYPE_MAX_LENGTH", "Must be 150 or fewer in length."
+    low, high = select.get("min_values", 1), select.get("max_values", 1)
+    if not 0 <= low <= high <= 25:
+        return f"{where}.max_values", "NUMBER_TYPE_MAX", "min_values and max_values must be 0-25, min <= max."
+    values = [str(o.get("value", "")) for o in options]
+    for n, option in enumerate(options):
+        for key in ("label", "value"):
+            if not 1 <= len(str(option.get(key) or "")) <= 100:
+                return f"{where}.options.{n}.{key}", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
+    if len(set(values)) != len(values):
+        return f"{where}.options", "SELECT_COMPONENT_OPTION_VALUE_DUPLICATED", "Select option values must be unique."
     return None
 
 

@@ -98,7 +98,8 @@ BAD_INPUT = [
     ("/frobnicate", "Unknown command /frobnicate. Try /help."),
     ("/job abc", "job_id must be a whole number, not 'abc'."),
     ("/job 1", "Job #1 is not one of yours."),
-    ("/gallery 0", "page must be a whole number at least 1, not 0."),
+    ("/gallery --page 0", "page must be a whole number from 1 to 10000, not 0."),
+    ("/gallery everyone", "scope must be one of: mine, favorites, community."),
 ]
 
 

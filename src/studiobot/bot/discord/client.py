@@ -9,8 +9,8 @@ Per interaction (reference-platform-rules.md section 3):
 3. Edit the original response into the Reply. A private Reply under a public defer replaces it
    with an ephemeral follow-up, so private answers never show in the channel.
 
-Button clicks are acknowledged as deferred updates and answered by follow-ups (see
-:meth:`StudioBot.run_action`).
+Button clicks and menu picks are acknowledged as deferred updates and answered by follow-ups, or
+by editing the message they are on (see :meth:`StudioBot.run_action`).
 
 Job news arrives later through :class:`~studiobot.bot.discord.outbox.DiscordOutbox`, which edits
 the same response while the token lives.
@@ -25,7 +25,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from studiobot.bot.discord.components import ActionButton, SecretModal
+from studiobot.bot.discord.components import ActionButton, ActionMenu, SecretModal
 from studiobot.bot.discord.interactions import HeldInteraction, InteractionRegistry
 from studiobot.bot.discord.outbox import quiet_payload_loggers
 from studiobot.bot.discord.render import render
@@ -102,8 +102,8 @@ class StudioBot(discord.AutoShardedClient):
         build_tree(self.tree, list(dispatcher.commands.values()), self.run_command, self._suggest)
 
     async def setup_hook(self) -> None:
-        """Register the persistent buttons and sync commands if they changed since last time."""
-        self.add_dynamic_items(ActionButton)
+        """Register the persistent buttons and menus, and sync commands if they changed since last time."""
+        self.add_dynamic_items(ActionButton, ActionMenu)
         await self.sync_commands()
 
     async def sync_commands(self, *, force: bool = False) -> bool:
@@ -151,7 +151,8 @@ class StudioBot(discord.AutoShardedClient):
         )
 
     async def run_action(self, interaction: discord.Interaction, action: str) -> None:
-        """Run a button's action for whoever clicked it (the core checks they may).
+        """Run a button's action, or a menu option's, for whoever clicked it (the core checks
+        they may).
 
         The click is acknowledged without a loading message (a deferred update), then answered
         with a follow-up, public or ephemeral as the Reply says, or by editing the message the
@@ -229,9 +230,21 @@ def _chat(interaction: discord.Interaction) -> ChatRef:
         "guild_channel" if guild_id else "dm",
         community_id=str(guild_id) if guild_id else None,
         reply_to=str(interaction.id),
+        age_restricted=_age_restricted(interaction.channel),
     )
 
 
+def _age_restricted(channel: object) -> bool:
+    """Whether Discord marks the channel age-restricted (the channel's ``nsfw`` flag; a thread
+    follows its parent). DMs and unknown channel types are not."""
+    if isinstance(channel, (discord.TextChannel, discord.VoiceChannel, discord.StageChannel,
+                            discord.ForumChannel, discord.CategoryChannel, discord.Thread)):
+        return channel.is_nsfw()
+    return False
+
+
 def _is_admin(interaction: discord.Interaction) -> bool:
-    """Manage Server in this guild (Discord resolves the member's permissions in the payload)."""
-    return interaction.guild_id is not None and interaction.permissions.manage_guild
+    """Administrator or Manage Server in this guild (Discord resolves the member's permissions in
+    the payload; discord.py reads each bit as sent, so Administrator is checked on its own)."""
+    permissions = interaction.permissions
+    return interaction.guild_id is not None and (permissions.administrator or permissions.manage_guild)

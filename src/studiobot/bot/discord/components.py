@@ -1,9 +1,12 @@
-"""Result buttons that keep working after a restart.
+"""Result buttons and pick-one menus that keep working after a restart.
 
 Every button holds its action, a core command line such as ``upscale 12 3``, in its ``custom_id``
-(``sb:upscale 12 3``; at most 100 characters, Discord's limit). discord.py routes a click on any
-message, however old, to :class:`ActionButton` by matching that id, so no view needs to be kept
-in memory or stored (discord.py ``DynamicItem``).
+(``sb:upscale 12 3``; at most 100 characters, Discord's limit). A menu (a string select) has the
+fixed ``custom_id`` ``sbm:menu`` and holds each option's action in the option's ``value``
+(``show 12 3``; at most 100 characters). discord.py routes a click or a pick on any message,
+however old, to :class:`ActionButton` or :class:`ActionMenu` by matching that id, so no view needs
+to be kept in memory or stored (discord.py ``DynamicItem``, which wraps any item, selects
+included).
 """
 
 from __future__ import annotations
@@ -14,10 +17,16 @@ from typing import Any, Protocol
 
 import discord
 
-from studiobot.commands.contract import Button
+from studiobot.commands.contract import Button, Menu
 
 CUSTOM_ID_PREFIX = "sb:"
+MENU_CUSTOM_ID = "sbm:menu"
 _MAX_CUSTOM_ID = 100  # Discord: custom_id is 1-100 characters
+# Discord (message components reference): a string select has 1-25 options, whose labels and
+# values are 1-100 characters, and a placeholder of at most 150 characters.
+_MAX_OPTIONS = 25
+_MAX_OPTION_TEXT = 100
+_MAX_PLACEHOLDER = 150
 _STYLES = {
     "primary": discord.ButtonStyle.primary,
     "secondary": discord.ButtonStyle.secondary,
@@ -66,10 +75,61 @@ class ActionButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"sb
         await handler.run_action(interaction, self.action)
 
 
-def action_view(buttons: Sequence[Button]) -> discord.ui.View | None:
-    """A view laying out ``buttons`` in rows: each command with several buttons (U1-U4, V1-V4)
-    gets a row of its own, and single buttons share rows; None when there are no buttons."""
-    if not buttons:
+class ActionMenu(discord.ui.DynamicItem[discord.ui.Select[Any]], template=re.escape(MENU_CUSTOM_ID)):
+    """A pick-one menu whose options' values are the core commands they run.
+
+    Args:
+        menu: The core's menu (placeholder and options). At most 25 options are shown (Discord's
+            limit); options repeating an earlier action are dropped (values must be unique).
+
+    Raises:
+        ValueError: An option's action is longer than an option value may be (100 characters).
+    """
+
+    def __init__(self, menu: Menu) -> None:
+        options: list[discord.SelectOption] = []
+        seen: set[str] = set()
+        for option in menu.options:
+            if len(option.action) > _MAX_OPTION_TEXT:
+                raise ValueError(f"menu action too long for an option value: {option.action[:40]!r}")
+            if option.action in seen:
+                continue
+            seen.add(option.action)
+            label = _clip(option.label, _MAX_OPTION_TEXT) or option.action  # labels may not be empty
+            options.append(discord.SelectOption(label=label, value=option.action))
+        super().__init__(discord.ui.Select(
+            custom_id=MENU_CUSTOM_ID, placeholder=_clip(menu.placeholder, _MAX_PLACEHOLDER) or None,
+            options=options[:_MAX_OPTIONS], min_values=1, max_values=1,
+        ))
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ActionMenu:
+        """Rebuild the menu from the picked message's component (discord.py calls this on every pick)."""
+        placeholder = getattr(item, "placeholder", None) or ""
+        options = getattr(item, "options", None) or []
+        return cls(Menu(placeholder, [Button(o.label, o.value) for o in options]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Run the picked option's action exactly as a button click runs its own."""
+        if not self.item.values:
+            return  # a select always sends one value; nothing to run without it
+        client: Any = interaction.client
+        handler: ActionHandler = client
+        await handler.run_action(interaction, self.item.values[0])
+
+
+def action_view(buttons: Sequence[Button], menu: Menu | None = None) -> discord.ui.View | None:
+    """A view laying out ``buttons`` in rows, then ``menu`` in a row of its own under them.
+
+    Each command with several buttons (U1-U4, V1-V4) gets a row of its own, and single buttons
+    share rows. Discord allows five rows and a select fills a whole one, so with a menu the
+    buttons get four. None when there are neither buttons nor menu options.
+    """
+    if menu is not None and not menu.options:
+        menu = None
+    if not buttons and menu is None:
         return None
     rows: list[list[Button]] = []
     groups: dict[str, list[Button]] = {}
@@ -82,13 +142,22 @@ def action_view(buttons: Sequence[Button]) -> discord.ui.View | None:
         else:
             singles += group
     rows += [singles[i : i + _ROW_WIDTH] for i in range(0, len(singles), _ROW_WIDTH)]
+    rows = rows[: _MAX_ROWS - 1 if menu is not None else _MAX_ROWS]
     view = discord.ui.View(timeout=None)
-    for row_number, row in enumerate(rows[:_MAX_ROWS]):
+    for row_number, row in enumerate(rows):
         for button in row:
             item = ActionButton(button)
             item.item.row = row_number
             view.add_item(item)
+    if menu is not None:
+        select = ActionMenu(menu)
+        select.item.row = len(rows)
+        view.add_item(select)
     return view
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class SecretModal(discord.ui.Modal):

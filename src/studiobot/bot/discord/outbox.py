@@ -9,6 +9,9 @@ Order of routes for one piece of news (issue 3, reference-platform-rules.md sect
 
 If even the DM is refused (the user closed DMs), the result is still in their gallery and ``/job``
 shows it, so nothing is lost; the refusal is logged.
+
+A chat without ``reply_to`` and without a recipient, such as a community's gallery channel (set
+with ``/mod channel set``), always gets a new message, mentioning nobody.
 """
 
 from __future__ import annotations
