@@ -93,6 +93,7 @@ async def _measure(db: Database, n: int, queries: int, size: int) -> dict[str, A
                 timings.append(elapsed)
             assert len(page.items) <= size
         timings.sort()
+        print(f"  {name}: p99 {timings[int(len(timings) * 0.99) - 1]:.2f} ms", file=sys.stderr)
         results[name] = {"p50_ms": round(statistics.median(timings), 3),
                          "p99_ms": round(timings[int(len(timings) * 0.99) - 1], 3),
                          "max_ms": round(timings[-1], 3)}

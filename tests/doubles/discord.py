@@ -15,7 +15,7 @@ REST, under ``/api/v10`` (bot routes need ``Authorization: Bot <token>``, else 4
   interaction webhook ``/webhooks/{app}/{token}`` (followups) and ``.../messages/@original|{id}``;
 * channels: messages (create, get, edit, delete), typing, ``GET /channels/{id}``,
   ``POST /users/@me/channels`` (DMs), ``GET /users/{id}``;
-* message bodies are checked as Discord does: content and embed counts, attachments (at most 10,
+* message bodies are checked as Discord does: content length, embed count, attachments (at most 10,
   within the size limit) and component layout (:func:`components_problem`: rows, buttons, selects);
 * anything else answers 404 ``{"message": "404: Not Found", "code": 0}`` and is recorded as route
   ``"unknown"``, so tests can spot unexpected calls.

@@ -17,10 +17,17 @@ their file part with ``"media": "attach://<part name>"``. The double decodes all
 
 Implemented methods: getMe, getUpdates (long polling), setWebhook, deleteWebhook, getWebhookInfo,
 setMyCommands, getMyCommands, deleteMyCommands, sendMessage, editMessageText, editMessageCaption,
-editMessageReplyMarkup, sendPhoto, sendMediaGroup, sendDocument, sendChatAction,
+editMessageReplyMarkup, editMessageMedia, sendPhoto, sendMediaGroup, sendDocument, sendChatAction,
 answerCallbackQuery, answerInlineQuery, deleteMessage, getChatAdministrators, getChat and getFile
 (files are served from ``/file/bot<token>/<path>``). Anything else answers 404 ``Not Found``, still
 recorded in ``calls``.
+
+Forum supergroups (``group_chat(..., is_forum=True)``) have topics made with :meth:`forum_topic`;
+as on Telegram, a topic's ``message_thread_id`` is the id of the service message that created it,
+messages in it carry ``message_thread_id`` and ``is_topic_message``, a send naming an unknown topic
+(or any topic outside a forum) is a 400 "message thread not found", and a reply sent without
+``message_thread_id`` lands in the topic of the message it answers. ``has_spoiler`` on a photo
+(sendPhoto, a media group item, editMessageMedia) shows as the message's ``has_media_spoiler``.
 
 Tests feed updates with :meth:`TelegramState.push_update` (for getUpdates) or
 :meth:`TelegramState.post_to_webhook`, built with ``message_update``, ``callback_query_update``,
@@ -245,6 +252,7 @@ class TelegramState(Watched):
         blocked_users: User ids that blocked the bot (403 on sends).
         kicked_chats: Group ids the bot was removed from (403 on sends).
         admins: getChatAdministrators answers by chat id (:meth:`set_admins`).
+        topics: Forum topics (``message_thread_id`` values) by chat id (:meth:`forum_topic`).
         commands: Bot commands by ``(scope JSON with sorted keys, language_code)``.
         webhook: The webhook as set (url, secret_token, max_connections...), or None.
         allowed_updates: Update types getUpdates delivers (None: Telegram's default).
@@ -274,6 +282,7 @@ class TelegramState(Watched):
     blocked_users: set[int] = field(default_factory=set)
     kicked_chats: set[int] = field(default_factory=set)
     admins: dict[int, list[Json]] = field(default_factory=dict)
+    topics: dict[int, set[int]] = field(default_factory=dict)
     commands: dict[tuple[str, str], list[Json]] = field(default_factory=dict)
     webhook: Json | None = None
     allowed_updates: list[str] | None = None
@@ -392,16 +401,35 @@ class TelegramState(Watched):
         return chat
 
     def group_chat(self, chat_id: int, title: str = "Test Group", *,
-                   username: str | None = None) -> Json:
-        """A group Chat; ids starting with ``-100`` are supergroups. Registered in ``chats``."""
+                   username: str | None = None, is_forum: bool = False) -> Json:
+        """A group Chat; ids starting with ``-100`` are supergroups. Registered in ``chats``.
+
+        ``is_forum`` makes a supergroup a forum, whose topics :meth:`forum_topic` creates.
+        """
         if chat_id >= 0:
             raise ValueError("group and supergroup ids are negative")
         kind = "supergroup" if str(chat_id).startswith("-100") else "group"
+        if is_forum and kind != "supergroup":
+            raise ValueError("only supergroups (ids starting with -100) can be forums")
         chat: Json = {"id": chat_id, "type": kind, "title": title}
         if username:
             chat["username"] = username
+        if is_forum:
+            chat["is_forum"] = True
         self.chats[chat_id] = chat
         return chat
+
+    def forum_topic(self, chat: Json, name: str, creator: Json | None = None) -> int:
+        """Create a topic in a forum supergroup; returns its ``message_thread_id``: the id of the
+        ``forum_topic_created`` service message, as on Telegram."""
+        if not chat.get("is_forum"):
+            raise ValueError("topics exist only in forum supergroups")
+        creator = creator or next(iter(self.users.values()), None) or self.user(1, "Creator")
+        message = self._store(chat, creator, forum_topic_created={"name": name, "icon_color": 7322096})
+        thread_id = int(message["message_id"])
+        message |= {"message_thread_id": thread_id, "is_topic_message": True}
+        self.topics.setdefault(chat["id"], set()).add(thread_id)
+        return thread_id
 
     def chat(self, chat_id: int | str) -> Json:
         """The Chat for a ``chat_id`` parameter (made up when unknown, unless ``strict_chats``).
@@ -461,29 +489,32 @@ class TelegramState(Watched):
 
     def user_message(self, chat: Json, user: Json, text: str | None = None, *,
                      message_id: int | None = None, reply_to: Json | int | None = None,
-                     **extra: Any) -> Json:
+                     thread_id: int | None = None, **extra: Any) -> Json:
         """A user's Message, registered in ``messages`` (so the bot may reply to or delete it).
 
         Text gets ``bot_command`` entities for ``/commands`` (offsets in UTF-16 code units, as
         Telegram counts them). A user writing to the bot in private opens the DM: the user leaves
-        ``closed_dms`` and ``blocked_users``. ``extra`` fields (``photo``, ``caption``...) are
-        added as given.
+        ``closed_dms`` and ``blocked_users``. ``thread_id`` posts it in a forum topic made by
+        :meth:`forum_topic`. ``extra`` fields (``photo``, ``caption``...) are added as given.
         """
         if chat["type"] == "private":
             self.closed_dms.discard(user["id"])
             self.blocked_users.discard(user["id"])
+        if thread_id is not None and thread_id not in self.topics.get(chat["id"], set()):
+            raise ValueError(f"chat {chat['id']} has no topic {thread_id}")
         target = (self.messages.get((chat["id"], reply_to)) if isinstance(reply_to, int)
                   else reply_to)
+        topic = {"message_thread_id": thread_id, "is_topic_message": True} if thread_id else {}
         return self._store(chat, user, message_id, text=text,
                            entities=_command_entities(text) if text else None,
-                           reply_to_message=_without_reply(target), **extra)
+                           reply_to_message=_without_reply(target), **topic, **extra)
 
     def message_update(self, chat: Json, user: Json, text: str, *, message_id: int | None = None,
-                       reply_to: Json | int | None = None) -> Json:
+                       reply_to: Json | int | None = None, thread_id: int | None = None) -> Json:
         """An Update carrying a new user message (see :meth:`user_message`); no ``update_id``
         until pushed."""
         return {"message": self.user_message(chat, user, text, message_id=message_id,
-                                             reply_to=reply_to)}
+                                             reply_to=reply_to, thread_id=thread_id)}
 
     def callback_query_update(self, user: Json, message: Json, data: str, *,
                               inaccessible: bool = False) -> Json:
@@ -815,6 +846,23 @@ def _reply_target(state: TelegramState, chat: Json, params: Json) -> Json | None
     return _without_reply(found)
 
 
+def _topic(state: TelegramState, chat: Json, params: Json, reply_to: Json | None) -> Json:
+    """The forum-topic fields of a message sent with ``params``: the topic named by
+    ``message_thread_id``, else the topic of the message it replies to, else none.
+
+    Raises:
+        ApiError: 400 "message thread not found" for a topic the chat does not have.
+    """
+    thread = params.get("message_thread_id")
+    if thread is None:
+        if reply_to is not None and reply_to.get("is_topic_message"):
+            return {"message_thread_id": reply_to["message_thread_id"], "is_topic_message": True}
+        return {}
+    if not isinstance(thread, int) or thread not in state.topics.get(chat["id"], set()):
+        raise _bad("message thread not found")
+    return {"message_thread_id": thread, "is_topic_message": True}
+
+
 def _editable(state: TelegramState, params: Json) -> Json | None:
     """The bot message an edit targets, or None for inline messages (which answer True)."""
     if params.get("inline_message_id"):
@@ -1060,9 +1108,10 @@ async def _send_message(state: TelegramState, call: TelegramCall) -> Any:
         raise _bad("message text is empty")
     markup = _check_markup(call.params.get("reply_markup"))
     reply_to = _reply_target(state, chat, call.params)
+    topic = _topic(state, chat, call.params, reply_to)
     state._take_flood_slot(chat)
     return state._store(chat, state.bot_user(), text=text, entities=entities,
-                        reply_markup=markup, reply_to_message=reply_to)
+                        reply_markup=markup, reply_to_message=reply_to, **topic)
 
 
 @_api("editMessageText")
@@ -1104,6 +1153,39 @@ async def _edit_message_reply_markup(state: TelegramState, call: TelegramCall) -
     return _apply_edit(state, message, {"reply_markup": markup})
 
 
+@_api("editMessageMedia")
+async def _edit_message_media(state: TelegramState, call: TelegramCall) -> Any:
+    """Swap a photo or document message's file (an upload or a file id), caption and keyboard."""
+    message = _editable(state, call.params)
+    media = call.params.get("media")
+    if not isinstance(media, dict) or media.get("type") not in ("photo", "document"):
+        raise _bad("can't parse InputMedia: unsupported media type in the double")
+    kind = str(media["type"])
+    reference = str(media.get("media") or "")
+    upload = None
+    if reference.startswith("attach://"):
+        upload = call.uploads.get(reference.removeprefix("attach://"))
+        if upload is None:
+            raise _bad(f"file {reference} not found in the request")
+        if message is None:
+            raise _bad("can't upload file for inline messages")  # Bot API: inline edits take no uploads
+    caption, entities = _formatted(media, "caption", "caption_entities", CAPTION_LIMIT,
+                                   "message caption is too long")
+    markup = _check_markup(call.params.get("reply_markup"))
+    content = _photo(state, reference, upload) if kind == "photo" else _document(state, reference, upload)
+    if message is None:
+        return True
+    if not any(key in message for key in ("photo", "document", "video", "animation", "audio")):
+        raise _bad("there is no media in the message to edit")
+    if message.get("media_group_id") and kind not in message:
+        raise _bad("can't change the media type of a message in a media group")
+    other = "document" if kind == "photo" else "photo"
+    spoiler = bool(media.get("has_spoiler")) and kind == "photo"
+    return _apply_edit(state, message, {kind: content, other: None, "caption": caption or None,
+                                        "caption_entities": entities, "has_media_spoiler": spoiler or None,
+                                        "reply_markup": markup})
+
+
 def _send_file(state: TelegramState, call: TelegramCall, kind: str,
                read: Callable[[TelegramState, Any, UploadedFile | None], Any]) -> Json:
     """sendPhoto / sendDocument: a captioned message carrying the file under ``kind``."""
@@ -1112,10 +1194,14 @@ def _send_file(state: TelegramState, call: TelegramCall, kind: str,
                                    "message caption is too long")
     markup = _check_markup(call.params.get("reply_markup"))
     reply_to = _reply_target(state, chat, call.params)
+    topic = _topic(state, chat, call.params, reply_to)
     content = read(state, call.params.get(kind), call.uploads.get(kind))
+    # Bot API: has_spoiler is a parameter of sendPhoto (and video/animation), not sendDocument.
+    spoiler = bool(call.params.get("has_spoiler")) and kind == "photo"
     state._take_flood_slot(chat)
     return state._store(chat, state.bot_user(), caption=caption or None, caption_entities=entities,
-                        reply_markup=markup, reply_to_message=reply_to, **{kind: content})
+                        reply_markup=markup, reply_to_message=reply_to,
+                        has_media_spoiler=spoiler or None, **topic, **{kind: content})
 
 
 @_api("sendPhoto")
@@ -1157,18 +1243,20 @@ async def _send_media_group(state: TelegramState, call: TelegramCall) -> Any:
         content: Json = {"caption": caption or None, "caption_entities": entities}
         if item["type"] == "photo":
             content["photo"] = _photo(state, reference, upload)
+            content["has_media_spoiler"] = bool(item.get("has_spoiler")) or None
         else:
             content["document"] = _document(state, reference, upload)
         contents.append(content)
+    topic = _topic(state, chat, call.params, reply_to)
     state._take_flood_slot(chat)
     group_id = str(secrets.randbits(60))
     return [state._store(chat, state.bot_user(), media_group_id=group_id,
-                         reply_to_message=reply_to, **content) for content in contents]
+                         reply_to_message=reply_to, **topic, **content) for content in contents]
 
 
 @_api("sendChatAction")
 async def _send_chat_action(state: TelegramState, call: TelegramCall) -> Any:
-    _target(state, call.params)
+    _topic(state, _target(state, call.params), call.params, None)
     if call.params.get("action") not in CHAT_ACTIONS:
         raise _bad("wrong parameter action in request")
     return True

@@ -224,3 +224,18 @@ async def test_result_delivery_applies_the_policy_too(hub: Community) -> None:
     _, delivered = hub.outbox.delivered[-1]
     assert delivered.data["job_id"] == job and not delivered.images and delivered.data["withheld"] == 1
 
+
+
+async def test_favourite_pages_go_older_and_newer_skipping_what_became_private(hub: Community) -> None:
+    mine = [await hub.make(f"mine {n}") for n in range(8)]
+    bobs = [await hub.make(f"bob's {n}", user=BOB) for n in range(4)]
+    for job in mine + bobs:
+        await hub.run(f"/favorite {job}")
+    await hub.run(f"/visibility {bobs[0]} private", user=BOB)
+    first = await hub.run("/gallery favorites")
+    expected = sorted(mine + bobs[1:], reverse=True)
+    assert item_ids(first) == expected[:9]
+    second = await hub.run("/" + first.buttons[-1].action)
+    assert item_ids(second) == expected[9:] and [b.label for b in second.buttons] == ["◀ Newer"]
+    assert item_ids(await hub.run("/" + second.buttons[0].action)) == expected[:9]
+    assert item_ids(await hub.run("/gallery favorites --page 2")) == expected[9:]

@@ -1,8 +1,8 @@
 """What the Telegram bot does with each kind of update: translate, dispatch, show the Reply.
 
 Messages become command lines (see :mod:`.translate`); button presses (callback queries) carry
-the core's action as callback_data; inline queries list the user's own images. Secrets get
-special care (issue 4, reference-platform-rules.md section 5):
+the core's action as callback_data; inline queries list the user's own images. In a forum, every
+answer goes to the topic the command or button was in. Secrets get special care (issue 4, reference-platform-rules.md section 5):
 
 * A message that looks like a credential is deleted (in a group only when the bot is an admin
   allowed to) and the user is warned; it is never run as a command or used as a prompt.
@@ -34,8 +34,8 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 
 from studiobot.bot.telegram.admins import AdminCache
 from studiobot.bot.telegram.outbox import TelegramOutbox, parse_ref, status_ref
-from studiobot.bot.telegram.render import Sender, cut
-from studiobot.bot.telegram.translate import PLATFORM, chat_ref, command_line, deep_link, user_ref
+from studiobot.bot.telegram.render import Sender, cut, picture_above
+from studiobot.bot.telegram.translate import PLATFORM, chat_ref, command_line, deep_link, thread_of, user_ref
 from studiobot.commands import gallery
 from studiobot.commands.contract import CommandSpec, Param, Reply
 from studiobot.commands.dispatcher import Dispatcher
@@ -109,18 +109,28 @@ class UpdateHandlers:
         chat = message.chat
         user = message.from_user
         assert user is not None
-        await self._typing(chat.id)
+        await self._typing(chat.id, thread_of(message))
         is_admin = await self.admins.is_admin(chat.id, user.id)
-        ref = chat_ref(chat, message.message_id)
+        ref = chat_ref(chat, message.message_id, thread_of(message))
         invocation = f"{chat.id}:{message.message_id}"
         if raw is not None:
             reply = await self.dispatcher.dispatch(user_ref(user), ref, text, raw, invocation, is_admin=is_admin)
         else:
             _, reply = await self.dispatcher.dispatch_text(user_ref(user), ref, text, invocation, is_admin=is_admin)
-        await self.show(chat, user.id, reply, reply_to=message.message_id)
+        await self.show(chat, user.id, reply, reply_to=message.message_id, thread_id=thread_of(message))
 
-    async def show(self, chat: Chat, user_id: int, reply: Reply, *, reply_to: int | None) -> None:
-        """Show a command's Reply where it was asked for (private Replies in the private chat)."""
+    async def show(
+        self, chat: Chat, user_id: int, reply: Reply, *, reply_to: int | None, thread_id: int | None = None
+    ) -> None:
+        """Show a command's Reply where it was asked for (private Replies in the private chat).
+
+        Args:
+            chat: Where the command or button was.
+            user_id: Who ran it (private Replies go to them).
+            reply: What to show.
+            reply_to: The message it answers.
+            thread_id: The forum topic it was asked in, if any.
+        """
         if reply.private and chat.type != Chat.PRIVATE:
             try:
                 await self.sender.send(user_id, reply)
@@ -128,9 +138,10 @@ class UpdateHandlers:
                 link = deep_link(self.username, "help")
                 await self.sender.send(chat.id, Reply(
                     f"I can't message you privately yet. Open {link}, press Start, then try again here."
-                ), reply_to=reply_to)
+                ), reply_to=reply_to, thread_id=thread_id)
                 return
-            await self.sender.send(chat.id, Reply("I sent you the details in a private chat."), reply_to=reply_to)
+            await self.sender.send(chat.id, Reply("I sent you the details in a private chat."), reply_to=reply_to,
+                                   thread_id=thread_id)
             return
         job_id = reply.data.get("job_id")
         if reply.replaces_source and job_id is not None:
@@ -140,7 +151,7 @@ class UpdateHandlers:
                 with contextlib.suppress(BadRequest):
                     await self.sender.edit_text(chat.id, ref[2][0], replace(reply, buttons=()))
             await self._tidy_result(chat.id, int(job_id))
-        sent = await self.sender.send(chat.id, reply, reply_to=reply_to)
+        sent = await self.sender.send(chat.id, reply, reply_to=reply_to, thread_id=thread_id)
         await self._track_status(reply, chat.id, sent.keyboard_message_id)
 
     async def _track_status(self, reply: Reply, chat_id: int, message_id: int | None) -> None:
@@ -153,10 +164,10 @@ class UpdateHandlers:
         if current is not None and current[0] == "result":
             await self.outbox.delete(chat_id, [message_id])  # the job finished first: stale
 
-    async def _typing(self, chat_id: int) -> None:
+    async def _typing(self, chat_id: int, thread_id: int | None) -> None:
         # Telegram's acknowledgement: "typing..." until the answer arrives (DESIGN.md section 3).
         try:
-            await self.sender.bot.send_chat_action(chat_id, ChatAction.TYPING)
+            await self.sender.bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=thread_id)
         except TelegramError as error:
             log.debug("chat action refused in %s: %s", chat_id, error)
 
@@ -187,7 +198,8 @@ class UpdateHandlers:
             where += f": {deep_link(self.username, '/keys add')}"
         text = (f"{who}, that message looked like {kind}, {done}. Treat the key as leaked and revoke "
                 f"it with its provider. {where}.")
-        await self.sender.send(chat.id, Reply(text), reply_to=None if deleted else message.message_id)
+        await self.sender.send(chat.id, Reply(text), reply_to=None if deleted else message.message_id,
+                               thread_id=thread_of(message))
 
     async def _secret_command(
         self, message: Message, spec: CommandSpec, raw: dict[str, Any], secrets: list[Param]
@@ -199,7 +211,7 @@ class UpdateHandlers:
             await self.sender.send(message.chat.id, Reply(
                 f"/{spec.name} works only in private: send it to me in a private chat ({link}). "
                 "Never post keys here."
-            ), reply_to=message.message_id)
+            ), reply_to=message.message_id, thread_id=thread_of(message))
             return
         missing = [p for p in secrets if p.name not in raw]
         if missing:
@@ -261,9 +273,10 @@ class UpdateHandlers:
             return
         chat = message.chat
         user = query.from_user
+        thread_id = thread_of(message)
         is_admin = await self.admins.is_admin(chat.id, user.id)
         _, reply = await self.dispatcher.dispatch_text(
-            user_ref(user), chat_ref(chat, message.message_id), "/" + query.data, f"cb:{query.id}",
+            user_ref(user), chat_ref(chat, message.message_id, thread_id), "/" + query.data, f"cb:{query.id}",
             is_admin=is_admin,
         )
         if reply.replaces_source:
@@ -276,23 +289,33 @@ class UpdateHandlers:
             await self.show(chat, user.id, replace(reply, private=True), reply_to=None)
         else:
             await query.answer()
-            await self.show(chat, user.id, reply, reply_to=message.message_id)
+            await self.show(chat, user.id, reply, reply_to=message.message_id, thread_id=thread_id)
 
     async def _replace_source(self, source: Message, reply: Reply) -> None:
-        """Put ``reply`` in place of the message holding the button: edit a text message; a
-        photo cannot become text, so it (and the rest of its result) is deleted and the reply
-        posted instead."""
+        """Put ``reply`` in place of the message holding the button.
+
+        A job's messages (delete, cancel) are tidied and the text message edited. A reply with
+        an image (the next gallery page) swaps the picture in place (:meth:`Sender.edit_in_place`).
+        Otherwise a text message is edited; what cannot be edited (a photo cannot become text) is
+        deleted, with the picture it belongs to, and the reply posted instead.
+        """
         chat_id = source.chat.id
         job_id = reply.data.get("job_id")
         gone = await self._tidy_result(chat_id, int(job_id), keep=source.message_id) if job_id is not None else []
-        if source.text is not None and source.message_id not in gone:
-            try:
-                await self.sender.edit_text(chat_id, source.message_id, reply)
+        # Without a job, the picture above a text keyboard is part of what is replaced.
+        above = picture_above(source, self.sender.bot.id) if job_id is None else None
+        try:
+            if reply.images and await self.sender.edit_in_place(source, reply):
                 return
-            except BadRequest as error:
-                log.info("could not edit %s/%s: %s", chat_id, source.message_id, error.message)
-        await self.outbox.delete(chat_id, [source.message_id])
-        await self.sender.send(chat_id, reply)
+            if source.text is not None and source.message_id not in gone and not reply.images:
+                await self.sender.edit_text(chat_id, source.message_id, reply)
+                if above is not None:
+                    await self.outbox.delete(chat_id, [above.message_id])
+                return
+        except BadRequest as error:
+            log.info("could not edit %s/%s: %s", chat_id, source.message_id, error.message)
+        await self.outbox.delete(chat_id, [source.message_id, *([above.message_id] if above else [])])
+        await self.sender.send(chat_id, reply, thread_id=thread_of(source))
 
     async def _tidy_result(self, chat_id: int, job_id: int, *, keep: int | None = None) -> list[int]:
         """Delete the messages that showed job ``job_id``'s result in this chat, except ``keep``

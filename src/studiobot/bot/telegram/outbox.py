@@ -11,6 +11,10 @@ The result is posted as new messages replying to the command, and the status mes
 (a failure instead edits the status message in place). When the chat refuses (the bot was
 removed or blocked), the result goes to the user's private chat; if that is refused too, it stays
 in their gallery and ``/job`` shows it.
+
+A chat with a ``thread_id`` is a forum topic: everything for it is posted in that topic. Posts to
+a community's gallery channel (``Reply.data["gallery_post"]``) are fresh messages that do not
+become the job's messages: ``/delete`` tidies the result, not the community's post of it.
 """
 
 from __future__ import annotations
@@ -64,14 +68,16 @@ class TelegramOutbox:
         self._pacer = pacer or EditPacer()
 
     async def deliver(self, chat: ChatRef, reply: Reply, *, recipient: str | None = None) -> str | None:
-        """Show job news in ``chat`` (see the module docstring).
+        """Show job news, or a post for a community's gallery channel, in ``chat`` (see the module
+        docstring); ``chat.reply_to`` None posts without replying to anything.
 
         Returns:
-            The id of the message carrying the result's keyboard, or None.
+            The id of the message carrying the reply's keyboard, or None.
         """
         if reply.private and recipient is not None and chat.kind != "dm":
             chat = ChatRef(chat.platform, recipient, "dm")  # payment news: never in a group
-        job_id = reply.data.get("job_id")
+        # A gallery post shows the job but is the community's message, not the job's own.
+        job_id = None if reply.data.get("gallery_post") else reply.data.get("job_id")
         if "progress" in reply.data:
             if job_id is not None:
                 await self._progress(int(job_id), reply)
@@ -134,8 +140,9 @@ class TelegramOutbox:
     async def _post(self, chat: ChatRef, reply: Reply, recipient: str | None) -> tuple[Sent | None, int]:
         chat_id = int(chat.chat_id)
         reply_to = int(chat.reply_to) if chat.reply_to else None
+        thread_id = int(chat.thread_id) if chat.thread_id else None
         try:
-            return await self._sender.send(chat_id, reply, reply_to=reply_to), chat_id
+            return await self._sender.send(chat_id, reply, reply_to=reply_to, thread_id=thread_id), chat_id
         except Forbidden as error:
             if recipient is None or chat.kind == "dm":
                 log.warning("Telegram chat %s refused the result (%s); it stays in the gallery",

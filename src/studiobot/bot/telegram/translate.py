@@ -30,13 +30,15 @@ def user_ref(user: User) -> UserRef:
     return UserRef(PLATFORM, str(user.id), user.full_name or user.username or str(user.id))
 
 
-def chat_ref(chat: Chat, reply_to: int | None) -> ChatRef:
+def chat_ref(chat: Chat, reply_to: int | None, thread_id: int | None = None) -> ChatRef:
     """The core's view of a chat; groups and supergroups are communities.
 
     Args:
         chat: Where the message or button is.
         reply_to: The message later answers reply to (the command's message, or the message
             holding the clicked button).
+        thread_id: The forum topic it is in (:func:`thread_of`), so later answers and gallery
+            posts land in the same topic.
     """
     private = chat.type == Chat.PRIVATE
     return ChatRef(
@@ -45,7 +47,17 @@ def chat_ref(chat: Chat, reply_to: int | None) -> ChatRef:
         "dm" if private else "group",
         community_id=None if private else str(chat.id),
         reply_to=str(reply_to) if reply_to is not None else None,
+        thread_id=str(thread_id) if thread_id is not None else None,
     )
+
+
+def thread_of(message: Message) -> int | None:
+    """The forum topic a message is in, or None (not a forum, or its General topic).
+
+    Bot API: ``message_thread_id`` alone also marks a reply thread in an ordinary supergroup;
+    only with ``is_topic_message`` is it a forum topic that sends must name to land in.
+    """
+    return message.message_thread_id if message.is_topic_message else None
 
 
 @dataclass(frozen=True, slots=True)
