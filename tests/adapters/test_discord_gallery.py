@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.engine import Connection
 
+from studiobot.bot.discord.components import action_view
+from studiobot.commands.contract import Button, Menu
 from studiobot.config import Settings
 from studiobot.db.engine import Database
 from studiobot.db.models import Asset
@@ -269,3 +271,16 @@ def test_the_double_refuses_layouts_discord_refuses() -> None:
     assert components_problem([{"type": 1, "components": [too_many]}]) is not None
     twice = select | {"options": [{"label": "a", "value": "x"}, {"label": "b", "value": "x"}]}
     assert components_problem([{"type": 1, "components": [twice]}]) is not None
+
+
+async def test_a_menu_gets_the_last_of_five_rows_and_at_most_25_options() -> None:
+    buttons = [Button(f"B{n}", f"cmd{n} 1") for n in range(30)]  # 30 single buttons: 6 rows' worth
+    options = [Button(f"{n}. an image with a very long prompt " + "x" * 100, f"show {n} 1") for n in range(30)]
+    view = action_view(buttons, Menu("Open an image", options))
+    assert view is not None
+    rows = view.to_components()
+    assert components_problem(rows) is None
+    assert len(rows) == 5 and [c["type"] for c in rows[-1]["components"]] == [3]
+    (menu,) = rows[-1]["components"]
+    assert len(menu["options"]) == 25 and all(len(o["label"]) <= 100 for o in menu["options"])
+    assert menu["options"][0]["value"] == "show 0 1"

@@ -253,25 +253,25 @@ async def _members(conn: AsyncConnection, members: Select, key: Any, visible: Co
     """
     newer = cursor.after is not None
     bound = cursor.after if newer else cursor.before
+    # A typed page number skips visible images (members the viewer may not see do not count).
     skip = cursor.offset if bound is None else 0
-    batch_size = 4 * (limit + 1)
+    batch_size = 4 * (skip + limit + 1)
     found: list[Item] = []
-    while len(found) <= limit:
-        ids_query = members.order_by(key.asc() if newer else key.desc()).offset(skip).limit(batch_size)
+    while len(found) <= skip + limit:
+        ids_query = members.order_by(key.asc() if newer else key.desc()).limit(batch_size)
         if bound is not None:
             ids_query = ids_query.where(key > bound if newer else key < bound)
         ids = list((await conn.execute(ids_query)).scalars())
-        skip = 0
         if ids:
             rows = (await conn.execute(_images().where(Asset.id.in_(ids), visible))).all()
             found += sorted((Item(*row) for row in rows), key=lambda i: i.asset_id, reverse=not newer)
             bound = ids[-1]
         if len(ids) < batch_size:
             break
-    page = found[:limit]
+    page, more = found[skip:skip + limit], len(found) > skip + limit
     if newer:
-        return Page(page[::-1], has_older=True, has_newer=len(found) > limit)
-    return Page(page, has_older=len(found) > limit, has_newer=cursor.before is not None or cursor.offset > 0)
+        return Page(page[::-1], has_older=True, has_newer=more)
+    return Page(page, has_older=more, has_newer=cursor.before is not None or skip > 0)
 
 
 async def _keyset(conn: AsyncConnection, query: Select, cursor: Cursor, limit: int) -> Page:  # type: ignore[type-arg]

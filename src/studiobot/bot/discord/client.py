@@ -103,7 +103,7 @@ class StudioBot(discord.AutoShardedClient):
 
     async def setup_hook(self) -> None:
         """Register the persistent buttons and menus, and sync commands if they changed since last time."""
-        self.add_dynamic_items(ActionButton)
+        self.add_dynamic_items(ActionButton, ActionMenu)
         await self.sync_commands()
 
     async def sync_commands(self, *, force: bool = False) -> bool:
