@@ -223,6 +223,7 @@ def _user(interaction: discord.Interaction) -> UserRef:
 
 
 def _chat(interaction: discord.Interaction) -> ChatRef:
+    # A Discord thread is a channel of its own (its id is the channel id), so thread_id stays None.
     guild_id = interaction.guild_id
     return ChatRef(
         PLATFORM,

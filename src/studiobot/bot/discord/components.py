@@ -142,7 +142,7 @@ def action_view(buttons: Sequence[Button], menu: Menu | None = None) -> discord.
         else:
             singles += group
     rows += [singles[i : i + _ROW_WIDTH] for i in range(0, len(singles), _ROW_WIDTH)]
-    rows = rows[:_MAX_ROWS]
+    rows = rows[: _MAX_ROWS - 1 if menu is not None else _MAX_ROWS]
     view = discord.ui.View(timeout=None)
     for row_number, row in enumerate(rows):
         for button in row:
