@@ -113,6 +113,9 @@ class Dispatcher:
         if spec.who == "operator" and not operator:
             raise NotAllowed(f"/{spec.name} is for the bot's operators.")
         if spec.who == "admin" and not (is_admin or operator):
+            if chat.kind == "dm":
+                raise NotAllowed(f"/{spec.name} is for the admins of a server or group (run it there) "
+                                 "and for the bot's operators.")
             raise NotAllowed(f"/{spec.name} is for this community's admins.")
 
 

@@ -96,11 +96,12 @@ async def gallery(inv: Invocation, deps: Deps) -> Reply:
     }
     action = f"gallery {scope}" + (" top" if sort == "top" else "")
     return await page_reply(deps, inv, page, title=titles[scope], action=action, empty=empty[scope],
-                            community=community, ranked=scope == "community" and sort == "top")
+                            community=community, ranked=scope == "community" and sort == "top",
+                            personal=scope != "community")
 
 
 async def page_reply(deps: Deps, inv: Invocation, page: Page, *, title: str, action: str, empty: str,
-                     community: CommunityPolicy | None, ranked: bool = False) -> Reply:
+                     community: CommunityPolicy | None, ranked: bool = False, personal: bool = True) -> Reply:
     """Render a gallery page as a contact sheet, its list, Newer/Older buttons and an open menu.
 
     Args:
@@ -112,7 +113,11 @@ async def page_reply(deps: Deps, inv: Invocation, page: Page, *, title: str, act
         empty: What to say when there is nothing to show.
         community: The chat's community policy, None in a private chat.
         ranked: Pages by position (``--page``) rather than by cursor.
+        personal: The caller's own images, favourites or collection: asked for in a group, the
+            page goes to a private chat (Telegram shows an ephemeral answer to everyone there,
+            and anyone could press its buttons).
     """
+    private = personal and inv.chat.kind != "dm"
     number = inv.args.get("page", 1)
     turned = inv.args.get("before") is not None or inv.args.get("after") is not None or number > 1
     items, withheld = _screened(page.items, community, inv.chat)
@@ -120,7 +125,8 @@ async def page_reply(deps: Deps, inv: Invocation, page: Page, *, title: str, act
         text = empty if not turned and not withheld else "No more images here."
         if withheld:
             text += f" ({withheld} flagged as NSFW are not shown here.)"
-        return Reply(text=text, ephemeral=True, replaces_source=turned, data={"items": [], "page": number})
+        return Reply(text=text, ephemeral=True, private=private, replaces_source=turned,
+                     data={"items": [], "page": number})
     sheet = await asyncio.to_thread(_sheet, deps, items)
     lines = [f"{title}, page {number}:"]
     for n, item in enumerate(items, 1):
@@ -153,7 +159,7 @@ async def page_reply(deps: Deps, inv: Invocation, page: Page, *, title: str, act
     return Reply(
         text="\n".join(lines),
         images=[ImageRef(sheet.path, "sheet", f"{title}, page {number}", sheet.key, spoiler=spoiler)],
-        buttons=buttons, menu=menu, ephemeral=True, replaces_source=turned, data=data,
+        buttons=buttons, menu=menu, ephemeral=True, private=private, replaces_source=turned, data=data,
     )
 
 

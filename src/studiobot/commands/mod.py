@@ -33,8 +33,7 @@ from studiobot.scheduler import lifecycle
 ACTIONS = ("ban", "unban", "bans", "blocklist", "limits", "nsfw", "sharing", "channel", "hide", "unhide",
            "audit", "stats")
 PARAMS = (
-    Param("action", str, "ban, unban, bans, blocklist, limits, nsfw, sharing, channel, hide, unhide, audit "
-          "or stats", required=True, positional=True, choices=ACTIONS),
+    Param("action", str, "What to do", required=True, positional=True, choices=ACTIONS),
     Param("target", str, "Who or what: a user (@mention, platform:id, #number), a job, add/remove/list, "
           "a policy or a limit", positional=True, max_value=200),
     Param("details", str, "The rest: duration and reason, a term, a number", rest=True, max_value=300),

@@ -2,7 +2,8 @@
 
 Messages become command lines (see :mod:`.translate`); button presses (callback queries) carry
 the core's action as callback_data; inline queries list the user's own images. In a forum, every
-answer goes to the topic the command or button was in. Secrets get special care (issue 4, reference-platform-rules.md section 5):
+answer goes to the topic the command or button was in. Secrets get special care (issue 4,
+reference-platform-rules.md section 5):
 
 * A message that looks like a credential is deleted (in a group only when the bot is an admin
   allowed to) and the user is warned; it is never run as a command or used as a prompt.

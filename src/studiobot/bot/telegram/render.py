@@ -264,9 +264,8 @@ class Sender:
             # as photos when one must stay behind a spoiler (documents have none).
             as_photos = any(p.ref.spoiler for p in pictures)
             pictures = [
-                p if p.as_photo == as_photos
-                else await asyncio.to_thread(_prepare, p.ref, self._photo_max, document=not as_photos,
-                                       reshape=as_photos)
+                p if p.as_photo == as_photos else await asyncio.to_thread(
+                    _prepare, p.ref, self._photo_max, document=not as_photos, reshape=as_photos)
                 for p in pictures
             ]
         return pictures
