@@ -20,6 +20,7 @@ from studiobot.commands.communities import CommunityPolicy
 from studiobot.commands.contract import Button, ChatRef, ImageRef, Invocation, Menu, Param, Reply, UserRef
 from studiobot.commands.deps import Deps
 from studiobot.commands.jobs import JOB_ID, own_job
+from studiobot.commands import nsfw
 from studiobot.commands.nsfw import screen
 from studiobot.commands.presenter import flagged, job_reply, result_buttons, short
 from studiobot.db import gallery as db_gallery
@@ -28,6 +29,7 @@ from studiobot.db.gallery import Cursor, Item, Page
 from studiobot.db.models import Asset, Job, PlatformFile, utcnow
 from studiobot.errors import BadInput, NotAllowed, NotFound
 from studiobot.media.sheets import contact_sheet
+from studiobot.media.store import StoredObject
 from studiobot.scheduler import lifecycle
 from studiobot.scheduler.lifecycle import JobRow
 
@@ -145,7 +147,7 @@ async def page_reply(deps: Deps, inv: Invocation, page: Page, *, title: str, act
         buttons.append(Button("Older ▶", older))
     menu = Menu("Open an image", [Button(f"{n}. {short(item.prompt, 60)}", f"show {item.job_id} {item.position}")
                                   for n, item in enumerate(items, 1)])
-    spoiler = any(item.nsfw for item in items)  # in a private chat, or a community that spoilers them
+    spoiler = nsfw.rule(community, inv.chat) == "spoiler" and any(item.nsfw for item in items)
     data: dict[str, Any] = {
         "page": number,
         "sheet": str(sheet.path),
@@ -163,26 +165,19 @@ async def page_reply(deps: Deps, inv: Invocation, page: Page, *, title: str, act
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Sheet:
-    path: Any
-    key: str
-
-
-def _sheet(deps: Deps, items: Sequence[Item]) -> _Sheet:
+def _sheet(deps: Deps, items: Sequence[Item]) -> StoredObject:
     thumbs = []
     for item in items:
         try:
             thumbs.append(deps.store.path_for(item.thumbnail_key or item.storage_key).read_bytes())
         except OSError:
             thumbs.append(b"")  # a deleted file: the sheet shows a placeholder in its cell
-    stored = deps.store.put(contact_sheet(thumbs, [str(n) for n in range(1, len(items) + 1)]), "jpg")
-    return _Sheet(stored.path, stored.key)
+    return deps.store.put(contact_sheet(thumbs, [str(n) for n in range(1, len(items) + 1)]), "jpg")
 
 
 def _screened(items: Sequence[Item], community: CommunityPolicy | None, chat: ChatRef) -> tuple[list[Item], int]:
     """Items without the flagged ones a community's policy withholds in this chat."""
-    if community is None or community.nsfw == "spoiler" or (community.nsfw == "age_restricted" and chat.age_restricted):
+    if nsfw.rule(community, chat) != "withhold":
         return list(items), 0
     kept = [i for i in items if not i.nsfw]
     return kept, len(items) - len(kept)

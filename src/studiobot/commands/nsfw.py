@@ -16,9 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection
+from typing import Literal
 
 from studiobot.commands.communities import CommunityPolicy
 from studiobot.commands.contract import ChatRef, Reply
+
+
+def rule(policy: CommunityPolicy | None, chat: ChatRef) -> Literal["show", "spoiler", "withhold"]:
+    """What flagged images do in ``chat``, under its community's ``policy`` (None: a private chat)."""
+    if policy is None or chat.community_id is None:
+        return "spoiler"
+    if policy.nsfw == "age_restricted":
+        return "show" if chat.age_restricted else "withhold"
+    return "spoiler" if policy.nsfw == "spoiler" else "withhold"
 
 
 def screen(reply: Reply, flagged: Collection[str], policy: CommunityPolicy | None, chat: ChatRef) -> Reply:
@@ -37,16 +47,16 @@ def screen(reply: Reply, flagged: Collection[str], policy: CommunityPolicy | Non
     hits = [ref for ref in reply.images if ref.key in flagged]
     if not hits:
         return reply
-    rule = "spoiler" if policy is None or chat.community_id is None else policy.nsfw
-    if rule == "age_restricted" and chat.age_restricted:
+    here = rule(policy, chat)
+    if here == "show":
         return reply
-    if rule == "spoiler":
+    if here == "spoiler":
         images = [dataclasses.replace(ref, spoiler=True) if ref.key in flagged or ref.kind == "grid" else ref
                   for ref in reply.images]
         return dataclasses.replace(reply, images=images)
     kept = [ref for ref in reply.images if ref.key not in flagged and ref.kind != "grid"]
     n = sum(1 for ref in hits if ref.kind != "grid") or len(hits)
-    why = ("this community withholds them" if rule == "block"
+    why = ("this community withholds them" if policy is not None and policy.nsfw == "block"
            else "this community shows them only in age-restricted channels")
     note = (f"{n} image{'s were' if n != 1 else ' was'} flagged as NSFW by the provider and "
             f"{'are' if n != 1 else 'is'} not shown here: {why}.")

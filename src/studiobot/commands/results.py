@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from studiobot.commands.contract import Invocation, Param, Reply
 from studiobot.commands.deps import Deps
 from studiobot.commands.gallery import post_to_gallery_channel, visible_job
-from studiobot.commands.jobs import JOB_ID, own_job
+from studiobot.commands.jobs import own_job
 from studiobot.commands.queueing import queue_job
 from studiobot.db import assets as asset_store
 from studiobot.db.moderation import Actor, audit
