@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +69,10 @@ class Community:
             return (await conn.execute(query)).scalar_one()
 
 
+@asynccontextmanager
 async def community_app(make_settings: Callable[..., Settings], database_url: str, **overrides: Any
                         ) -> AsyncIterator[Community]:
-    """Build, start and finally close the app (a fixture body)."""
+    """Build and start the app; close it on leaving."""
     outbox = RecordingOutbox()
     settings = make_settings(database_url=database_url, operators=("discord:900",), **overrides)
     app = await build_app(settings, {"discord": outbox})

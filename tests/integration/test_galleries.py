@@ -30,7 +30,7 @@ from tests.integration.community_app import (
 
 @pytest.fixture
 async def hub(make_settings: Callable[..., Settings], database_url: str) -> AsyncIterator[Community]:
-    async for community in community_app(make_settings, database_url, max_active_jobs_per_user=20):
+    async with community_app(make_settings, database_url, max_active_jobs_per_user=20) as community:
         yield community
 
 

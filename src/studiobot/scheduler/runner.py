@@ -66,15 +66,23 @@ class SchedulerRunner:
         """Start triggering (needs a running event loop)."""
         self._scheduler.start()
 
-    async def shutdown(self) -> None:
-        """Stop triggering and cancel work in flight (its leases expire and recovery resumes it)."""
+    async def shutdown(self, *, grace_s: float = 2.0) -> None:
+        """Stop triggering, let runs in progress finish for up to ``grace_s`` seconds, then cancel
+        what is left (its leases expire and recovery resumes it).
+
+        A run is one short batch (claim, poll, sweep), so it usually ends within the grace time.
+        Cancelling it in the middle of a read makes SQLAlchemy terminate that connection with a
+        close task of its own, which can outlive the database and hang the event loop's shutdown.
+        """
         self._stopping = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         # Runs in progress would otherwise outlive the database they use.
-        for task in self._active:
-            task.cancel()
-        await asyncio.gather(*self._active, return_exceptions=True)
+        if self._active:
+            _, late = await asyncio.wait(set(self._active), timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         await self._worker.inflight.cancel()
         await self._poller.inflight.cancel()
 
@@ -90,6 +98,9 @@ class SchedulerRunner:
         cancellation as a failed run)."""
 
         async def job() -> None:
+            if self._stopping:
+                # Fired just before shutdown but started after it: the database may be closing.
+                return
             task = asyncio.current_task()
             assert task is not None
             self._active.add(task)
