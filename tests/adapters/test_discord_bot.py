@@ -63,6 +63,16 @@ class Harness:
         self._stop.set()
         await asyncio.wait_for(self._task, 15)
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Harness]:
+        """Started on entry, stopped on exit (a stop a test already made is not an error)."""
+        await self.start()
+        try:
+            yield self
+        finally:
+            with contextlib.suppress(AssertionError):
+                await self.stop()
+
     async def interact(self, payload: dict[str, Any]) -> SentInteraction:
         return await self.state.dispatch_interaction(payload)
 
@@ -93,13 +103,8 @@ async def discord_bot(make_settings: Callable[..., Settings], database_url: str)
             settings = make_settings(
                 database_url=database_url, discord_token=VALID_TOKEN, discord_api_base=base_url + API,
             )
-            harness = Harness(state, settings)
-            await harness.start()
-            try:
+            async with Harness(state, settings).running() as harness:
                 yield harness
-            finally:
-                with contextlib.suppress(AssertionError):
-                    await harness.stop()
 
 
 def custom_ids(message: dict[str, Any]) -> list[str]:

@@ -7,7 +7,6 @@ buttons and select menus, as the double holds them after every edit.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -65,13 +64,8 @@ async def bot(make_settings: Callable[..., Settings], database_url: str) -> Asyn
                 database_url=database_url, discord_token=VALID_TOKEN, discord_api_base=base_url + API,
                 gallery_page_size=PAGE_SIZE,
             )
-            harness = Harness(state, settings)
-            await harness.start()
-            try:
+            async with Harness(state, settings).running() as harness:
                 yield harness
-            finally:
-                with contextlib.suppress(AssertionError):
-                    await harness.stop()
 
 
 async def slash(bot: Harness, name: str, options: dict[str, Any] | None = None, *, user_id: int = USER_ID,

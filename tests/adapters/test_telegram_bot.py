@@ -56,6 +56,16 @@ class Harness:
         self._stop.set()
         await asyncio.wait_for(self._task, 15)
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Harness]:
+        """Started on entry, stopped on exit (a stop a test already made is not an error)."""
+        await self.start()
+        try:
+            yield self
+        finally:
+            with contextlib.suppress(AssertionError):
+                await self.stop()
+
     def say(self, chat: dict[str, Any], user: dict[str, Any], text: str) -> dict[str, Any]:
         """Push a user's message; returns the message."""
         update = self.tg.message_update(chat, user, text)
@@ -91,13 +101,8 @@ def sent_message(call: TelegramCall) -> dict[str, Any]:
 async def telegram_bot(make_settings: Callable[..., Settings], database_url: str) -> AsyncIterator[Harness]:
     async with running_telegram() as tg:
         settings = make_settings(database_url=database_url, telegram_token=tg.token, telegram_api_base=tg.base_url)
-        harness = Harness(tg, settings)
-        await harness.start()
-        try:
+        async with Harness(tg, settings).running() as harness:
             yield harness
-        finally:
-            with contextlib.suppress(AssertionError):
-                await harness.stop()
 
 
 async def test_menus_are_generated_per_scope_and_uploaded_once(telegram_bot: Harness) -> None:

@@ -7,7 +7,6 @@ the bot sent; a few render tests drive :class:`Sender` directly.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 from collections.abc import AsyncIterator, Callable
@@ -40,13 +39,8 @@ async def bot(make_settings: Callable[..., Settings], database_url: str) -> Asyn
         # Two images a page, so three images make an Older button.
         settings = make_settings(database_url=database_url, telegram_token=tg.token,
                                  telegram_api_base=tg.base_url, gallery_page_size=2)
-        harness = Harness(tg, settings)
-        await harness.start()
-        try:
+        async with Harness(tg, settings).running() as harness:
             yield harness
-        finally:
-            with contextlib.suppress(AssertionError):
-                await harness.stop()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ served by the composition root's web server."""
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,25 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from PIL import Image
 
-from studiobot.app import build_app, run_shell, web_server
+from studiobot.app import build_app, web_server
 from studiobot.commands.contract import ChatRef, UserRef
 from studiobot.config import Settings
 from tests.doubles.platform import RecordingOutbox
-from tests.e2e.test_shell import clean_env
-
-
-@pytest.fixture
-def shell(make_settings: Callable[..., Settings], database_url: str):
-    async def run(text: str, *, user: str = "ada", **overrides: Any) -> list[dict[str, Any]]:
-        out = io.StringIO()
-        settings = make_settings(database_url=database_url, **overrides)
-        await run_shell(settings, user=user, json_mode=True, stdin=io.StringIO(text), stdout=out)
-        return [json.loads(line) for line in out.getvalue().splitlines()]
-
-    return run
+from tests.e2e.test_shell import clean_env, shell  # noqa: F401  (shell is a fixture)
 
 
 def replies(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
