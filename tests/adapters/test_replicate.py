@@ -527,7 +527,13 @@ REJECTIONS = [
         _with_header("webhook-timestamp", "yesterday"), "unix seconds", 0, id="timestamp-not-int"
     ),
     pytest.param(
-        _with_header("webhook-signature", "garbage"), "malformed", 1, id="signature-not-v1"
+        _with_header("webhook-signature", "garbage"), "malformed", 0, id="signature-not-v1"
+    ),
+    pytest.param(
+        _with_header("webhook-signature", "v1,***"), "malformed", 0, id="signature-not-base64"
+    ),
+    pytest.param(
+        _with_header("webhook-signature", "v1a,c2lnbmVk"), "malformed", 0, id="signature-only-v1a"
     ),
     pytest.param(_about_another_prediction, "another prediction", 1, id="another-prediction"),
 ]

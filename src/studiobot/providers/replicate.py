@@ -266,6 +266,9 @@ class ReplicateProvider:
                 raise WebhookRejected(f"missing {name} header")
         if not re.fullmatch(r"\d{1,12}", signed["webhook-timestamp"], re.ASCII):
             raise WebhookRejected("webhook-timestamp is not unix seconds")
+        if not any(_V1_SIGNATURE.fullmatch(entry) for entry in signed["webhook-signature"].split(" ")):
+            # standardwebhooks 1.3 reports junk as a plain mismatch; naming it costs no secret fetch.
+            raise WebhookRejected("malformed webhook-signature header (no v1,<base64> entry)")
         account = hashlib.sha256(secret.encode()).hexdigest()
         signer = self._signers.get(account)
         cached = signer is not None
@@ -325,6 +328,10 @@ def _signer(signing_key: object) -> Webhook | None:
     return Webhook(signing_key)
 
 
+#: Standard Webhooks: ``webhook-signature`` is space-separated ``<version>,<base64 HMAC>`` entries.
+_V1_SIGNATURE = re.compile(r"v1,[A-Za-z0-9+/]+={0,2}", re.ASCII)
+
+
 def _signature_problem(signer: Webhook, body: bytes, headers: dict[str, str]) -> str | None:
     """Why the delivery fails verification (a short reason), or None when it verifies."""
     try:
@@ -333,7 +340,7 @@ def _signature_problem(signer: Webhook, body: bytes, headers: dict[str, str]) ->
         # The library words its reasons; only a mismatch is worth a secret refetch.
         return _STALE if "timestamp" in str(exc).lower() else _MISMATCH
     except ValueError:
-        # UnicodeDecodeError (body), binascii.Error or an entry without "v1," (signature header).
+        # Releases before 1.3 raised UnicodeDecodeError or binascii.Error for undecodable input.
         return "malformed signature header or body"
     return None
 
