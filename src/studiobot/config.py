@@ -8,6 +8,7 @@ the few that platforms and vendors conventionally name themselves (``DISCORD_TOK
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -172,7 +173,14 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(60.0, gt=0, description="Longest wait between two submissions.")
     download_max_bytes: int = Field(30 * 2**20, ge=1024, description="Largest result file accepted, in bytes.")
     download_timeout_s: float = Field(60.0, gt=0, description="Time allowed to download one result.")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest result image (width x height).")
+    max_image_pixels: int = Field(
+        4096 * 4096, ge=1, description="Largest result image (width x height); checked before decoding."
+    )
+    download_allow_networks: tuple[str, ...] = Field(
+        (),
+        description="Networks result downloads may reach although not public (loopback, private, "
+        'link-local), JSON list of CIDRs, e.g. ["10.0.0.0/8"] for a self-hosted provider. Default none.',
+    )
 
     # Providers
     offline_delay_s: float = Field(
@@ -282,6 +290,11 @@ class Settings(BaseSettings):
     )
     web_host: str = Field("127.0.0.1", description="Interface the web server listens on (0.0.0.0 for all).")
     web_port: int = Field(8080, ge=0, le=65535, description="Port of the web server (webhooks, health).")
+    web_header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send a request's line and headers, in seconds."
+    )
+    web_body_timeout_s: float = Field(30.0, gt=0, description="Time a client has to send a request's body, in seconds.")
+    web_max_connections: int = Field(512, ge=1, description="Open connections the web server accepts at once.")
     operators: tuple[str, ...] = Field(
         (), description='Operators as platform:user_id, e.g. ["shell:alice", "discord:1234"].'
     )
@@ -317,6 +330,16 @@ class Settings(BaseSettings):
         if named - set(self.providers):
             raise ValueError(f"fallbacks name providers not offered: {sorted(named - set(self.providers))}")
         return self
+
+    @field_validator("download_allow_networks")
+    @classmethod
+    def _networks_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network; write it as a CIDR like 10.0.0.0/8") from None
+        return value
 
     @field_validator("telegram_webhook_url")
     @classmethod

@@ -165,10 +165,21 @@ class Reply:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+class Undeliverable(Exception):
+    """An outbox can never deliver this reply (the bot was removed, blocked, or may not post).
+
+    Raised by :meth:`Outbox.deliver` instead of a platform error when trying again cannot help,
+    so the scheduler stops retrying at once instead of after its bounded attempts. ``str(error)``
+    says why, for the log; it never holds a token.
+    """
+
+
 class Outbox(Protocol):
     """Delivers Replies when work finishes later (job results). One per platform.
 
-    Must work from a process with no gateway connection (DESIGN.md section 2).
+    Must work from a process with no gateway connection (DESIGN.md section 2). Any exception
+    leaves the delivery to be retried (a bounded number of times); :class:`Undeliverable` ends
+    it at once.
     """
 
     async def deliver(self, chat: ChatRef, reply: Reply, *, recipient: str | None = None) -> str | None:
