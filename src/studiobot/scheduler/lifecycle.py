@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     JSON,
     BigInteger,
     Integer,
@@ -37,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 
 from studiobot.billing import ledger
 from studiobot.db.engine import Database
@@ -255,24 +257,39 @@ async def queue_position(conn: AsyncConnection, job_id: int) -> int:
     return int(result.scalar_one())
 
 
+def _picked(due: Select[tuple[int]], batch: int) -> CTE:
+    """The first ``batch`` rows of ``due`` (by due time), locked, as a materialised CTE.
+
+    ``UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`` is not bounded on
+    PostgreSQL: the planner may turn the ``IN`` into a join that re-runs the subquery per row, and
+    each run skips the rows the previous ones locked, so one claim took every queued job. A
+    ``MATERIALIZED`` CTE is evaluated exactly once (PostgreSQL docs, "WITH Queries": a
+    materialised query is computed once), and ``UPDATE ... FROM`` joins to its ``n`` ids.
+    SQLite has no row locks (one writer at a time), so there the lock clause is simply dropped.
+    """
+    return (
+        due.order_by(Job.due_at, Job.id)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+
+
 async def claim_queued(
     db: Database, worker_id: str, *, batch: int, lease_s: float, now: datetime | None = None
 ) -> list[JobRow]:
     """Take up to ``batch`` due queued jobs: they become ``running`` under our lease."""
     now = now or utcnow()
-    candidates = (
-        select(Job.id)
-        .where(Job.status == "queued", Job.due_at <= now)
-        .order_by(Job.due_at, Job.id)
-        .limit(batch)
-        .with_for_update(skip_locked=True)
+    picked = _picked(
+        select(Job.id).where(Job.status == "queued", Job.due_at <= now), batch
     )
 
     def tx(conn: Connection) -> list[JobRow]:
         rows = (
             conn.execute(
                 update(Job)
-                .where(Job.id.in_(candidates.scalar_subquery()), Job.status == "queued")
+                .where(Job.id == picked.c.id, Job.status == "queued")
                 .values(
                     status="running",
                     attempts=Job.attempts + 1,
@@ -301,24 +318,21 @@ async def claim_due_polls(
 ) -> list[JobRow]:
     """Take up to ``batch`` submitted jobs whose next poll is due and whom no live lease holds."""
     now = now or utcnow()
-    candidates = (
-        select(Job.id)
-        .where(
+    picked = _picked(
+        select(Job.id).where(
             Job.status == "running",
             Job.provider_task_id.is_not(None),
             Job.due_at <= now,
             or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
-        )
-        .order_by(Job.due_at, Job.id)
-        .limit(batch)
-        .with_for_update(skip_locked=True)
+        ),
+        batch,
     )
 
     def tx(conn: Connection) -> list[JobRow]:
         return (
             conn.execute(
                 update(Job)
-                .where(Job.id.in_(candidates.scalar_subquery()), Job.status == "running")
+                .where(Job.id == picked.c.id, Job.status == "running")
                 .values(
                     polls=Job.polls + 1,
                     lease_owner=worker_id,
