@@ -86,7 +86,11 @@ async def test_reroll_charges_a_new_job_with_the_same_prompt(app: App) -> None:
     again = await run(app, f"/reroll {first}")
     assert again.data["prompt"] == "a quiet harbour" and again.data["cost"] == 3
     assert again.data["balance"] == before - 3
-    await finished(app, again)
+    second = await finished(app, again)
+    async with app.db.read() as conn:
+        old = {a.storage_key for a in await lifecycle.assets_of(conn, first) if a.kind == "image"}
+        new = {a.storage_key for a in await lifecycle.assets_of(conn, second) if a.kind == "image"}
+    assert len(old) == len(new) == 3 and old.isdisjoint(new)  # a new seed: new pictures
 
 
 async def test_actions_on_someone_elses_job_are_refused_without_charge(app: App) -> None:

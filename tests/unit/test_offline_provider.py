@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import itertools
 import json
@@ -154,17 +155,15 @@ async def test_reported_seed_reproduces_each_image_alone() -> None:
     assert alone.images[0].data == batch.images[2].data
 
 
-async def test_missing_seed_is_derived_from_prompt_and_reported() -> None:
-    first = await _draw(ImageRequest(prompt="no seed given"))
-    second = await _draw(ImageRequest(prompt="no seed given"))
-    other = await _draw(ImageRequest(prompt="another prompt"))
+async def test_missing_seed_is_fresh_each_time_and_reported() -> None:
+    takes = [await _draw(ImageRequest(prompt="no seed given")) for _ in range(5)]
 
-    seed = first.images[0].seed
-    assert isinstance(seed, int) and 0 <= seed < 2**31
-    assert second.images[0] == first.images[0]
-    assert other.images[0].seed != seed
-    explicit = await _draw(ImageRequest(prompt="no seed given", seed=seed))
-    assert explicit.images[0].data == first.images[0].data
+    seeds = [take.images[0].seed for take in takes]
+    assert all(isinstance(seed, int) and 0 <= seed < 2**31 for seed in seeds)
+    assert len(set(seeds)) == 5  # a re-roll is a new picture
+    assert len({take.images[0].data for take in takes}) == 5
+    explicit = await _draw(ImageRequest(prompt="no seed given", seed=seeds[0]))
+    assert explicit.images[0].data == takes[0].images[0].data  # the reported seed repeats it
 
 
 async def test_different_prompts_look_different() -> None:
@@ -293,9 +292,11 @@ async def test_task_id_survives_a_restart() -> None:
 
     after = OfflineProvider(delay=5, base_size=SMALL, clock=FakeClock(1006.0))
     finished = await after.poll(submitted.task_id, None)
+    again = await after.poll(submitted.task_id, None)
 
-    assert isinstance(finished, Finished)
-    assert finished == await _draw(request)
+    assert isinstance(finished, Finished) and finished == again  # the drawn seed is in the task id
+    seed = finished.images[0].seed
+    assert finished == await _draw(dataclasses.replace(request, seed=seed))
     assert await after.cancel(submitted.task_id, None) is True
 
 

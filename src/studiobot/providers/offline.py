@@ -1,8 +1,9 @@
 """A provider that draws stand-in pictures locally, for development, demos and tests.
 
 It makes no network calls. Each image is an abstract composition (palette, gradient, shapes and
-lines) derived from a hash of the request, so the same request always gives the same bytes and
-different prompts or seeds give visibly different pictures. The prompt is written in a caption
+lines) derived from a hash of the prompt and seed, so the same request with the same seed always
+gives the same bytes, and different prompts or seeds give visibly different pictures. A request
+without a seed gets a fresh random one, as real providers do, so a re-roll is a new picture. The prompt is written in a caption
 band together with the words "offline stand-in", so nobody mistakes it for a real AI image.
 
 Upscales redraw the same composition (same seed) at twice the size, as a real upscaler keeps the
@@ -24,6 +25,7 @@ import io
 import json
 import math
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -175,7 +177,7 @@ class _Task:
     def from_request(cls, request: ImageRequest, *, submitted_at: float) -> _Task:
         if request.model not in ("", MODEL):
             raise BadRequest(f"unknown offline model {request.model[:40]!r}")
-        seed = request.seed if request.seed is not None else _seed_from_prompt(request.prompt)
+        seed = request.seed if request.seed is not None else _fresh_seed()
         count, scale = request.count, 1
         if request.operation != "generate":
             if request.source is None or request.source.seed is None:
@@ -259,9 +261,9 @@ def _derived_seed(source_seed: int, salt: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
 
 
-def _seed_from_prompt(prompt: str) -> int:
-    """A stable 31-bit seed, so a seedless request is still reproducible and reportable."""
-    return int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big") & 0x7FFF_FFFF
+def _fresh_seed() -> int:
+    """A random 31-bit seed for a request that named none; it is reported, so ``--seed`` repeats it."""
+    return secrets.randbelow(2**31)
 
 
 def image_size(aspect: str, base_size: int) -> tuple[int, int]:
