@@ -75,6 +75,7 @@ class App:
     worker: Worker
     poller: Poller
     recovery: Recovery
+    notifier: Notifier
     billing: Billing
     webhooks: WebhookReceiver
 
@@ -197,7 +198,8 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: D
     http = httpx.AsyncClient(follow_redirects=True, max_redirects=3, timeout=settings.download_timeout_s)
     communities = Communities(db, settings)
     presenter = JobPresenter(db, store, outboxes, communities)
-    notifier = Notifier(db, presenter, presenter.platforms)
+    notifier = Notifier(db, presenter, presenter.platforms, max_delivery_attempts=settings.delivery_attempts,
+                        delivery_backoff_s=settings.delivery_backoff_s)
     finisher = Finisher(
         db, store, http, notifier,
         max_bytes=settings.download_max_bytes,
@@ -243,8 +245,8 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: D
     dispatcher = Dispatcher(COMMANDS, deps)
     webhooks = WebhookReceiver(db, router, keys, finisher, notifier, owner=f"{worker_id}:webhook",
                                lease_s=settings.lease_s)
-    return App(settings, db, store, router, http, dispatcher, runner, worker, poller, recovery, billing,
-               webhooks)
+    return App(settings, db, store, router, http, dispatcher, runner, worker, poller, recovery, notifier,
+               billing, webhooks)
 
 
 def build_billing(settings: Settings, db: Database, notify: Notify | None = None) -> Billing:

@@ -171,6 +171,12 @@ class Settings(BaseSettings):
     job_deadline_s: float = Field(900.0, gt=0, description="A job not finished by then fails and is refunded.")
     max_attempts: int = Field(4, ge=1, description="Submissions tried before a retryable failure is final.")
     retry_backoff_max_s: float = Field(60.0, gt=0, description="Longest wait between two submissions.")
+    delivery_attempts: int = Field(
+        8, ge=1, description="Times a finished job's message is sent before giving up (the platform keeps refusing)."
+    )
+    delivery_backoff_s: float = Field(
+        15.0, gt=0, description="Wait before re-sending a refused message; doubles each time, at most an hour."
+    )
     download_max_bytes: int = Field(30 * 2**20, ge=1024, description="Largest result file accepted, in bytes.")
     download_timeout_s: float = Field(60.0, gt=0, description="Time allowed to download one result.")
     max_image_pixels: int = Field(

@@ -13,13 +13,23 @@ from studiobot.commands.contract import ChatRef, Reply
 
 @dataclass
 class RecordingOutbox:
-    """Keeps every delivered (chat, reply), in order."""
+    """Keeps every delivered (chat, reply), in order.
+
+    Attributes:
+        refuse: When set, each delivery is recorded in ``refused`` and this is raised instead, as a
+            platform that keeps answering errors (or, with ``Undeliverable``, one that never will).
+    """
 
     delivered: list[tuple[ChatRef, Reply]] = field(default_factory=list)
 
     recipients: list[str | None] = field(default_factory=list)
+    refuse: Exception | None = None
+    refused: list[Reply] = field(default_factory=list)
 
     async def deliver(self, chat: ChatRef, reply: Reply, *, recipient: str | None = None) -> str | None:
+        if self.refuse is not None:
+            self.refused.append(reply)
+            raise self.refuse
         self.delivered.append((chat, reply))
         self.recipients.append(recipient)
         return f"msg-{len(self.delivered)}"

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from studiobot.scheduler.notify import Undeliverable  # raised by Outbox.deliver
+
 if TYPE_CHECKING:
     from studiobot.commands.deps import Deps
 
@@ -163,15 +165,6 @@ class Reply:
     replaces_source: bool = False
     originals: bool = False
     data: Mapping[str, Any] = field(default_factory=dict)
-
-
-class Undeliverable(Exception):
-    """An outbox can never deliver this reply (the bot was removed, blocked, or may not post).
-
-    Raised by :meth:`Outbox.deliver` instead of a platform error when trying again cannot help,
-    so the scheduler stops retrying at once instead of after its bounded attempts. ``str(error)``
-    says why, for the log; it never holds a token.
-    """
 
 
 class Outbox(Protocol):

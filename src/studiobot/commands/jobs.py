@@ -49,15 +49,11 @@ async def cancel_job(inv: Invocation, deps: Deps) -> Reply:
     job = await own_job(inv, deps)
     if job.status in TERMINAL_STATUSES:
         raise UserError(f"Job #{job.id} has already {job.status}; there is nothing to cancel.")
-    cancelled = await lifecycle.cancel(deps.db, job.id, from_statuses=("queued",))
-    if not cancelled:
-        cancelled = await _cancel_running(job, deps)
-    if not cancelled:
+    if not await stop(job, deps):
         raise UserError(
             f"Job #{job.id} is being generated right now and cannot be stopped at this point; "
             "it will finish shortly."
         )
-    await lifecycle.mark_notified(deps.db, job.id)  # this reply is the notification
     refund = f" {credits(job.cost)} refunded." if job.cost else ""
     return Reply(
         text=f"Cancelled job #{job.id}.{refund}",
@@ -65,6 +61,24 @@ async def cancel_job(inv: Invocation, deps: Deps) -> Reply:
         replaces_source=True,
         data={"job_id": job.id, "status": "cancelled", "refunded": job.cost},
     )
+
+
+async def stop(job: JobRow, deps: Deps) -> bool:
+    """Cancel an unfinished job with a refund; the caller's reply is its notification.
+
+    A queued job stops at once; a submitted asynchronous job is cancelled at its provider first.
+    A result arriving later is dropped (the job is no longer running).
+
+    Returns:
+        False when it cannot be stopped: a synchronous generation in progress, a provider that
+        cannot cancel or refused to, or the job ended meanwhile.
+    """
+    cancelled = await lifecycle.cancel(deps.db, job.id, from_statuses=("queued",))
+    if not cancelled:
+        cancelled = await _cancel_running(job, deps)
+    if cancelled:
+        await lifecycle.mark_notified(deps.db, job.id)
+    return cancelled
 
 
 async def _cancel_running(job: JobRow, deps: Deps) -> bool:

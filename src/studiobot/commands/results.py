@@ -14,11 +14,13 @@ from sqlalchemy.engine import Connection
 from studiobot.commands.contract import Invocation, Param, Reply
 from studiobot.commands.deps import Deps
 from studiobot.commands.gallery import post_to_gallery_channel, visible_job
-from studiobot.commands.jobs import own_job
+from studiobot.commands.jobs import own_job, stop
+from studiobot.commands.presenter import credits
 from studiobot.commands.queueing import queue_job
 from studiobot.db import assets as asset_store
+from studiobot.db.models import ACTIVE_STATUSES
 from studiobot.db.moderation import Actor, audit
-from studiobot.errors import BadInput, NotAllowed, NotFound
+from studiobot.errors import BadInput, NotAllowed, NotFound, UserError
 from studiobot.providers.base import ImageRequest, Operation, SourceImage
 from studiobot.scheduler import lifecycle
 from studiobot.scheduler.lifecycle import JobRow
@@ -118,16 +120,19 @@ async def share(inv: Invocation, deps: Deps) -> Reply:
 async def delete(inv: Invocation, deps: Deps) -> Reply:
     """Delete a job's images for good (its owner, an admin where it was made, or an operator).
 
-    The credits history stays; the files go unless another image has the same bytes.
+    The credits history stays; the files go unless another image has the same bytes. A job that
+    has not finished is cancelled with a refund instead (its result would otherwise appear after
+    "Deleted" and be charged), or refused when it cannot be stopped.
     """
     job = await _job_for_delete(inv, deps)
+    if job.status in ACTIVE_STATUSES:
+        return await _stop_instead(job, deps)
     by = f"{inv.user.platform}:{inv.user.platform_user_id}"
     actor = None
     if job.user_id != await deps.users.user_id(inv.user):  # an admin's or operator's deletion
         actor = Actor(by, job.community_id)
-    unused = await deps.db.run(_delete, job.id, by, actor)
-    for key in unused:
-        deps.store.delete(key)
+    keys = await deps.db.run(_delete, job.id, by, actor)
+    await deps.db.run(asset_store.release_files, keys, deps.store.delete)
     return Reply(
         text=f"Deleted the images of job #{job.id}.",
         replaces_source=True,
@@ -135,12 +140,31 @@ async def delete(inv: Invocation, deps: Deps) -> Reply:
     )
 
 
+async def _stop_instead(job: JobRow, deps: Deps) -> Reply:
+    if not await stop(job, deps):
+        async with deps.db.read() as conn:
+            current = await lifecycle.get(conn, job.id)
+        if current is not None and current.status not in ACTIVE_STATUSES:
+            raise UserError(f"Job #{job.id} has just {current.status}; send /delete {job.id} again.")
+        raise UserError(
+            f"Job #{job.id} is being generated right now and cannot be stopped; nothing was deleted. "
+            f"Delete it with /delete {job.id} once it has finished."
+        )
+    refund = f" {credits(job.cost)} refunded." if job.cost else ""
+    return Reply(
+        text=f"Job #{job.id} had not finished, so it was cancelled and will not be made.{refund}",
+        replaces_source=True,
+        data={"job_id": job.id, "deleted": False, "status": "cancelled", "refunded": job.cost},
+    )
+
+
 def _delete(conn: Connection, job_id: int, by: str, actor: Actor | None) -> list[str]:
-    """Delete a job's images, with an audit entry when someone else's were deleted."""
-    unused = asset_store.delete_job_assets(conn, job_id, by)
+    """Delete a job's images, with an audit entry when someone else's were deleted; return the
+    storage keys they named."""
+    keys = asset_store.delete_job_assets(conn, job_id, by)
     if actor is not None:
         audit(conn, actor, "delete", f"job #{job_id}")
-    return unused
+    return keys
 
 
 async def _job_for_delete(inv: Invocation, deps: Deps) -> JobRow:

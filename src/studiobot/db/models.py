@@ -219,6 +219,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Failed deliveries of the terminal state; the sweep tries again from ``delivery_due_at``.
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    delivery_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class JobEvent(Base):
@@ -248,6 +251,9 @@ class Asset(Base):
         Index("ix_assets_owner_id_id", "owner_id", "id"),
         Index("ix_assets_community_id_visibility_id", "community_id", "visibility", "id"),
         Index("ix_assets_visibility_id", "visibility", "id"),
+        # Files are shared by content: releasing one asks whether any asset still names it.
+        Index("ix_assets_storage_key", "storage_key"),
+        Index("ix_assets_thumbnail_key", "thumbnail_key"),
         UniqueConstraint("job_id", "kind", "position"),
     )
 

@@ -15,6 +15,7 @@ from datetime import timedelta
 import httpx
 from PIL import Image
 
+from studiobot.db.assets import release_files
 from studiobot.db.engine import Database
 from studiobot.db.models import utcnow
 from studiobot.media.download import DownloadError, fetch_bytes
@@ -72,7 +73,7 @@ class Finisher:
         """
         try:
             cleaned = list(await asyncio.gather(*(self._clean(image) for image in result.images)))
-            assets = await asyncio.to_thread(self._store_all, cleaned, result.images)
+            assets, blobs = await asyncio.to_thread(self._store_all, cleaned, result.images)
         except DownloadError as exc:
             if exc.retryable and job.provider_task_id:
                 due = utcnow() + timedelta(seconds=self._retry_delay)
@@ -87,9 +88,15 @@ class Finisher:
             await self.fail(job, "empty_result", "The provider finished but sent no image.")
             return
         if await lifecycle.succeed(self._db, job.id, assets):
+            # Files are shared by content: a deletion of the same bytes elsewhere may have removed
+            # one between our put and our commit. Our rows are committed now, so writing again
+            # cannot be undone by a later deletion (see db.assets.release_files).
+            await asyncio.to_thread(self._put_all, blobs)
             await self._notifier.finished(job.id, job.origin_platform)
         else:
             log.info("job %s left running before its result arrived; result dropped", job.id)
+            keys = [k for a in assets for k in (a.storage_key, a.thumbnail_key) if k]
+            await self._db.run(release_files, keys, self._store.delete)
 
     async def fail(self, job: JobRow, code: str, message: str) -> None:
         """Fail an active job with a refund and tell its user (no-op if it is already terminal)."""
@@ -113,11 +120,15 @@ class Finisher:
 
     def _store_all(
         self, cleaned: list[CleanImage], generated: tuple[GeneratedImage, ...]
-    ) -> list[NewAsset]:
+    ) -> tuple[list[NewAsset], list[tuple[bytes, str]]]:
+        """Write every file; return the assets and each file's bytes and extension."""
         assets = []
+        blobs: list[tuple[bytes, str]] = []
         for position, (image, source) in enumerate(zip(cleaned, generated, strict=True), start=1):
+            small = thumbnail(image)
+            blobs += [(image.data, image.ext), (small, "webp")]
             stored = self._store.put(image.data, image.ext)
-            thumb = self._store.put(thumbnail(image), "webp")
+            thumb = self._store.put(small, "webp")
             assets.append(
                 NewAsset(
                     kind="image", position=position, sha256=image.sha256, storage_key=stored.key,
@@ -127,6 +138,7 @@ class Finisher:
             )
         if len(cleaned) > 1:
             sheet = grid(cleaned)
+            blobs.append((sheet, "jpg"))
             stored = self._store.put(sheet, "jpg")
             with Image.open(io.BytesIO(sheet)) as opened:  # reads the header only
                 width, height = opened.size
@@ -137,7 +149,11 @@ class Finisher:
                     seed=None, nsfw=None,
                 )
             )
-        return assets
+        return assets, blobs
+
+    def _put_all(self, blobs: list[tuple[bytes, str]]) -> None:
+        for data, ext in blobs:
+            self._store.put(data, ext)  # only a stat when the file is there
 
 
 def _snake(name: str) -> str:

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
 from studiobot.billing import ledger
+from studiobot.db.assets import lock_files
 from studiobot.db.engine import Database
 from studiobot.db.models import ACTIVE_STATUSES, Asset, Job, JobEvent, UTCDateTime, utcnow
 from studiobot.errors import LimitReached
@@ -458,6 +459,10 @@ async def claim_for_webhook(db: Database, job_id: int, owner: str, *, lease_s: f
 async def succeed(db: Database, job_id: int, assets: Sequence[NewAsset]) -> bool:
     """Mark a running job succeeded, attach its assets and capture its reservation.
 
+    The assets' stored files are locked first (:func:`studiobot.db.assets.lock_files`): a
+    deletion releasing a file with the same bytes either sees these rows or has finished, and
+    then the caller writes its files again.
+
     Returns:
         False when the job had already left ``running`` (cancelled, expired, finished elsewhere);
         then nothing is written and the result is dropped.
@@ -465,6 +470,7 @@ async def succeed(db: Database, job_id: int, assets: Sequence[NewAsset]) -> bool
     now = utcnow()
 
     def tx(conn: Connection) -> bool:
+        lock_files(conn, [k for a in assets for k in (a.storage_key, a.thumbnail_key) if k])
         row = (
             conn.execute(
                 update(Job)
@@ -594,7 +600,7 @@ async def unnotified(
     db: Database, platforms: Sequence[str], *, older_than: datetime, limit: int = 50
 ) -> list[tuple[int, str]]:
     """(id, origin platform) of terminal jobs from ``platforms`` whose user was never told,
-    finished before ``older_than``."""
+    finished before ``older_than`` and not waiting after a failed delivery."""
     async with db.read() as conn:
         result = await conn.execute(
             select(Job.id, Job.origin_platform)
@@ -603,6 +609,7 @@ async def unnotified(
                 Job.notified_at.is_(None),
                 Job.origin_platform.in_(platforms),
                 Job.finished_at < older_than,
+                or_(Job.delivery_due_at.is_(None), Job.delivery_due_at <= utcnow()),
             )
             .order_by(Job.id)
             .limit(limit)
@@ -619,6 +626,49 @@ async def mark_notified(db: Database, job_id: int) -> None:
         )
 
     return await db.run(tx)
+
+
+async def delivery_failed(db: Database, job_id: int, *, max_attempts: int, backoff_s: float) -> bool:
+    """Count a failed delivery of a terminal job; give up after ``max_attempts``.
+
+    The sweep tries again after ``backoff_s * 2**(attempts - 1)`` seconds (capped at an hour).
+
+    Returns:
+        True when this was the last attempt: the job is marked notified, so nothing resends it.
+    """
+    now = utcnow()
+
+    def tx(conn: Connection) -> bool:
+        attempts = conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.notified_at.is_(None))
+            .values(delivery_attempts=Job.delivery_attempts + 1)
+            .returning(Job.delivery_attempts)
+        ).scalar_one_or_none()
+        if attempts is None:
+            return False  # delivered meanwhile
+        if attempts >= max_attempts:
+            conn.execute(update(Job).where(Job.id == job_id).values(notified_at=now))
+            _event(conn, job_id, "undelivered", f"gave up after {attempts} attempts", now=now)
+            return True
+        wait = min(backoff_s * 2 ** (attempts - 1), 3600.0)
+        conn.execute(update(Job).where(Job.id == job_id).values(delivery_due_at=now + timedelta(seconds=wait)))
+        return False
+
+    return await db.run(tx)
+
+
+async def give_up_delivery(db: Database, job_id: int, reason: str) -> None:
+    """Stop trying to deliver a terminal job that can never be delivered (``reason`` is logged)."""
+
+    def tx(conn: Connection) -> None:
+        done = conn.execute(
+            update(Job).where(Job.id == job_id, Job.notified_at.is_(None)).values(notified_at=utcnow())
+        ).rowcount
+        if done:
+            _event(conn, job_id, "undelivered", reason[:200])
+
+    await db.run(tx)
 
 
 async def is_notified(db: Database, job_id: int) -> bool:

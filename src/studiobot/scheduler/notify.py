@@ -23,6 +23,16 @@ from studiobot.scheduler.lifecycle import JobRow
 log = logging.getLogger(__name__)
 
 
+class Undeliverable(Exception):
+    """A reply can never be delivered (the bot was removed, blocked, or may not post there).
+
+    Raised by a platform's outbox (``commands.contract.Outbox.deliver``, which re-exports it)
+    instead of a platform error when trying again cannot help, so the notifier stops at once
+    instead of after its bounded attempts. ``str(error)`` says why, for the log; it never holds
+    a token.
+    """
+
+
 class JobListener(Protocol):
     """Receives job news; implemented in ``commands/`` (rendering) for each platform's outbox."""
 
@@ -45,6 +55,8 @@ class Notifier:
             process that can).
         progress_interval_s: Least time between two progress messages for one job (Discord and
             Telegram edits are rate limited; reference-platform-rules.md sections 3 and 4).
+        max_delivery_attempts: Deliveries of one terminal state tried before giving up.
+        delivery_backoff_s: Wait after the first failed delivery; doubled after each one.
     """
 
     def __init__(
@@ -54,8 +66,12 @@ class Notifier:
         platforms: Sequence[str],
         *,
         progress_interval_s: float = 3.0,
+        max_delivery_attempts: int = 8,
+        delivery_backoff_s: float = 15.0,
     ) -> None:
         self._db = db
+        self._max_attempts = max_delivery_attempts
+        self._backoff_s = delivery_backoff_s
         self._listener = listener
         self._platforms = tuple(platforms)
         self._interval = progress_interval_s
@@ -76,14 +92,30 @@ class Notifier:
             log.exception("progress delivery failed for job %s", job.id)
 
     async def finished(self, job_id: int, origin_platform: str) -> None:
-        """Deliver a terminal job, then mark it notified (left for the sweep if delivery fails)."""
+        """Deliver a terminal job, then mark it notified.
+
+        A failed delivery is left for the sweep, which tries again with growing waits, up to
+        ``max_delivery_attempts`` times; :class:`Undeliverable` (the platform will never accept
+        it: the bot was removed or blocked) ends it at once. Either way the job's ledger entries
+        are already final; only the message is lost.
+        """
         self._last_progress.pop(job_id, None)
         if self._listener is None or origin_platform not in self._platforms:
             return
         try:
             await self._listener.job_finished(job_id)
+        except Undeliverable as exc:
+            log.warning("result of job %s cannot be delivered: %s", job_id, exc)
+            await lifecycle.give_up_delivery(self._db, job_id, str(exc))
+            return
         except Exception:
-            log.exception("result delivery failed for job %s; the sweep will retry", job_id)
+            gave_up = await lifecycle.delivery_failed(
+                self._db, job_id, max_attempts=self._max_attempts, backoff_s=self._backoff_s
+            )
+            log.exception(
+                "result delivery failed for job %s; %s", job_id,
+                "giving up" if gave_up else "the sweep will retry",
+            )
             return
         await lifecycle.mark_notified(self._db, job_id)
 
