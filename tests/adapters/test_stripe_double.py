@@ -196,6 +196,75 @@ async def test_should_retry_false_is_not_retried(double: StripeDouble,
     assert len(double.state.requests) == 1
 
 
+@pytest.fixture
+def no_retry_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_sleep(seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr(stripe.HTTPXClient, "sleep_async", lambda self, seconds: no_sleep(seconds))
+
+
+async def test_a_stored_500_is_replayed_to_its_key(double: StripeDouble, client: stripe.StripeClient,
+                                                   no_retry_sleep: None) -> None:
+    double.state.fail_next_checkouts(1)
+
+    # stripe-python retries a 500 twice under the same key; each retry gets the stored 500.
+    with pytest.raises(stripe.APIError) as caught:
+        await create(client, key="checkout:7:1")
+    with pytest.raises(stripe.APIError) as again:
+        await create(client, key="checkout:7:1")  # the failure is used up, yet still replayed
+
+    first, *replays = double.state.creates()
+    assert (first.status, first.replayed) == (500, False)
+    assert [(c.status, c.replayed) for c in replays] == [(500, True)] * 5
+    assert double.state.sessions == {} and double.state.checkout_failures == 0
+    assert caught.value.http_status == again.value.http_status == 500
+    assert caught.value.json_body == again.value.json_body == {
+        "error": {"message": "An unknown error occurred", "type": "api_error"}}
+    replayed = double.state.requests[-1]
+    assert replayed.headers["Idempotency-Key"] == "checkout:7:1"
+    headers = again.value.headers
+    assert headers["Idempotent-Replayed"] == "true"
+    assert headers["Original-Request"] == caught.value.headers["Original-Request"] != again.value.request_id
+
+    session = await create(client, key="checkout:7:2")  # a fresh key is a new request
+    assert list(double.state.sessions) == [session.id]
+    assert (double.state.creates()[-1].status, double.state.creates()[-1].replayed) == (200, False)
+
+
+async def test_a_stored_500_refuses_other_params_under_its_key(
+        double: StripeDouble, client: stripe.StripeClient, no_retry_sleep: None) -> None:
+    double.state.fail_next_checkouts(1)
+    with pytest.raises(stripe.APIError):
+        await create(client, key="k")
+
+    with pytest.raises(stripe.IdempotencyError) as caught:
+        await create(client, checkout_params(order_id=8), key="k")
+    assert caught.value.http_status == 400
+    assert "same parameters they were first used with" in caught.value.user_message
+    assert double.state.sessions == {}
+
+
+async def test_invalid_requests_and_replays_do_not_use_up_scripted_failures(
+        double: StripeDouble, client: stripe.StripeClient, no_retry_sleep: None) -> None:
+    ok = await create(client, key="ok")
+    double.state.fail_next_checkouts(2)
+
+    with pytest.raises(stripe.InvalidRequestError):
+        await create(client, checkout_params(expires_at=NOW + 60), key="bad")
+    assert (await create(client, key="ok")).id == ok.id  # a replay of a stored success
+    assert double.state.checkout_failures == 2
+    with pytest.raises(stripe.APIError):
+        await create(client, key="a")
+    with pytest.raises(stripe.APIError):
+        await create(client, key="b")
+    third = await create(client, key="c")
+
+    assert set(double.state.sessions) == {ok.id, third.id}
+    with pytest.raises(ValueError):
+        double.state.fail_next_checkouts(-1)
+
+
 # -- refusals ---------------------------------------------------------------------------------
 
 

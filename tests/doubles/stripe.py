@@ -24,12 +24,17 @@ stripe-python maps to ``AuthenticationError`` (401), ``InvalidRequestError`` (40
 ``parameter_unknown``, as Stripe does; the accepted names come from stripe-python's own
 ``SessionCreateParams``/``SessionListParams`` types, so they follow the pinned API version.
 
-Idempotency follows docs.stripe.com/api/idempotent_requests: a POST's first successful answer is
-stored under its ``Idempotency-Key`` (stripe-python sends one on every POST, generating it when the
-caller gives none, and keeps it across its retries) for 24 hours of ``state.now()``. The same key
-with the same method, path and parameters replays the stored status and body with
-``Idempotent-Replayed: true``; with anything else it answers 400 ``idempotency_error``. Requests
-that fail validation store nothing, as Stripe's don't.
+Idempotency follows docs.stripe.com/api/idempotent_requests ("Stripe saves the status code and
+body of the first request made with a given idempotency key after endpoint execution begins.
+Retries with the same key return the saved response, including 500 errors"): a POST's first answer
+once its parameters passed validation, success or 500, is stored under its ``Idempotency-Key``
+(stripe-python sends one on every POST, generating it when the caller gives none, and keeps it
+across its retries) for 24 hours of ``state.now()``. The same key with the same method, path and
+parameters replays the stored status and body with ``Idempotent-Replayed: true``; with anything
+else it answers 400 ``idempotency_error``. Requests that fail validation store nothing, as
+Stripe's don't. :meth:`StripeState.fail_next_checkouts` makes the next creates fail with a 500
+*inside* the endpoint, so that 500 is stored and replayed like Stripe's; ``state.fail_next``
+answers before any of this (a proxy or load balancer error) and stores nothing.
 
 The clock is ``state.now()`` (epoch seconds, settable). Open sessions whose ``expires_at`` has come
 read as ``expired``, as Stripe expires them on time. Tests move sessions along with
@@ -174,6 +179,8 @@ class StripeState(Watched):
         refunds: Refund objects of each session's charge, oldest first, by session id.
         idempotency: Stored first answers by ``Idempotency-Key``.
         events: Every event the builders made, in order.
+        checkout_failures: How many more valid ``POST /v1/checkout/sessions`` executions answer
+            500 (see :meth:`fail_next_checkouts`).
     """
 
     valid_keys: set[str] = field(default_factory=lambda: {VALID_KEY})
@@ -189,8 +196,24 @@ class StripeState(Watched):
     refunds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     idempotency: dict[str, IdempotentResult] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    checkout_failures: int = 0
     _paid_at: dict[str, int] = field(default_factory=dict, repr=False)
     _changed: asyncio.Event | None = field(default=None, repr=False)
+
+    def fail_next_checkouts(self, count: int = 1) -> None:
+        """Make the next ``count`` Checkout Session creates fail with a 500 ``api_error``.
+
+        The failure happens after validation, where Stripe's endpoint execution begins, so it is
+        stored under the request's ``Idempotency-Key`` and replayed (status and body, with
+        ``Idempotent-Replayed: true``) to every later request with that key for 24 hours.
+        Replays and invalid requests do not use up a failure.
+
+        Raises:
+            ValueError: ``count`` is negative.
+        """
+        if count < 0:
+            raise ValueError(f"count must be 0 or more, not {count}")
+        self.checkout_failures += count
 
     def creates(self) -> list[StripeCall]:
         """The ``POST /v1/checkout/sessions`` calls, replays and refusals included, in order."""
@@ -533,8 +556,9 @@ def _validated_line_items(value: Any, now: int) -> list[dict[str, Any]]:
     return items
 
 
-def _create_session(state: StripeState, params: dict[str, Any]) -> str:
-    """Validate create parameters like Stripe and store the new session; returns its id."""
+def _create_session(state: StripeState, params: dict[str, Any]) -> str | None:
+    """Validate create parameters like Stripe and store the new session; returns its id, or None
+    for a failure scripted with :meth:`StripeState.fail_next_checkouts` (nothing stored)."""
     _check_known(params, CREATE_PARAMS)
     now = state.now()
     if "mode" not in params:
@@ -574,6 +598,9 @@ def _create_session(state: StripeState, params: dict[str, Any]) -> str:
     if minimum is not None and total < minimum:
         raise _invalid("line_items", "The Checkout Session's total amount due must add up to at "
                        f"least {minimum} (in the smallest {currency} unit).")
+    if state.checkout_failures > 0:
+        state.checkout_failures -= 1
+        return None
     session_id = _new_id("cs_test_", 58)
     state.sessions[session_id] = {
         "id": session_id,
@@ -804,7 +831,11 @@ def make_stripe_app(state: StripeState) -> web.Application:
 
     def create(request: web.Request, params: dict[str, Any]) -> tuple[int, Any]:
         expand = _expand(params, ("line_items",))
-        return 200, _render(state, _create_session(state, params), expand)
+        session_id = _create_session(state, params)
+        if session_id is None:
+            # Returned, not raised: the route stores it under the key, as Stripe stores its 500s.
+            return 500, error_body("An unknown error occurred", type_="api_error")
+        return 200, _render(state, session_id, expand)
 
     def retrieve(request: web.Request, params: dict[str, Any]) -> tuple[int, Any]:
         _check_known(params, ("expand",))

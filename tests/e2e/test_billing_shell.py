@@ -103,7 +103,7 @@ async def test_buy_through_the_shell_then_webhooks_credit_once_and_take_back(
             assert url.startswith("https://checkout.stripe.com/") and url in bought["text"]
             (create,) = stripe_double.state.creates()
             session_id = next(iter(stripe_double.state.sessions))
-            assert create.idempotency_key == f"studiobot-checkout:order:{bought['data']['order_id']}"
+            assert create.idempotency_key == f"studiobot-checkout:order:{bought['data']['order_id']}:attempt:1"
             unknown = await type_line("/buy huge")
             assert "nothing called “huge”" in unknown["text"] and len(stripe_double.state.creates()) == 1
 

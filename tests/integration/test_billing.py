@@ -148,7 +148,7 @@ async def test_checkout_session_is_created_with_the_documented_parameters(world:
     assert params["success_url"] == "https://studio.example.com/checkout/success?session_id={CHECKOUT_SESSION_ID}"
     assert params["cancel_url"] == f"https://studio.example.com/checkout/cancel?order={order_id}"
     assert 3500 <= int(params["expires_at"]) - time.time() <= 3600
-    assert create.idempotency_key == f"studiobot-checkout:order:{order_id}"
+    assert create.idempotency_key == f"studiobot-checkout:order:{order_id}:attempt:1"
     order = await world.order(order_id)
     assert order.status == "open" and order.amount == 500 and order.credits == 100
 
@@ -362,12 +362,14 @@ async def test_stripe_unreachable_or_mismatched_sessions_credit_nothing(world: W
         (pending,) = (await conn.execute(select(Order.status))).scalars().all()
     assert pending == "pending"
 
-    # Trying again reuses the order and its idempotency key: one order, one Session.
+    # Trying again reuses the order under its next attempt's key (Stripe may have stored the
+    # 500 under the first): one order, one Session.
     order_id, session_id = await world.buy(user_id)
     async with world.db.read() as conn:
         assert (await conn.execute(select(func.count()).select_from(Order))).scalar_one() == 1
-    keys = {c.idempotency_key for c in world.stripe.state.calls if c.method == "POST"}
-    assert keys == {f"studiobot-checkout:order:{order_id}"}
+    keys = {r.headers["Idempotency-Key"] for r in world.stripe.state.requests if r.method == "POST"}
+    assert keys == {f"studiobot-checkout:order:{order_id}:attempt:{n}" for n in (1, 2)}
+    assert len(world.stripe.state.sessions) == 1
     world.stripe.state.pay(session_id)
     world.stripe.state.sessions[session_id]["amount_total"] = 1  # paid a different amount
     await world.deliver(session_event(world.stripe.state, session_id, COMPLETED))

@@ -2,8 +2,11 @@
 
 Only this module imports ``stripe``. :class:`StripeGateway` uses stripe-python's ``StripeClient``
 with its async (httpx) methods; the library retries connection errors, 409 and 5xx itself
-(``max_network_retries``), and our own retries reuse a deterministic idempotency key so they get
-the same Checkout Session back (reference-platform-rules.md section 1e).
+(``max_network_retries``) under one idempotency key. Stripe stores the first answer to a key,
+500s included, and replays it for 24 hours (docs.stripe.com/api/idempotent_requests), so each
+checkout *attempt* has its own key (:func:`checkout_key`): a repeat of the same attempt (a crash,
+a double tap) gets the same Checkout Session back, and an attempt after a failed one is a new
+request (reference-platform-rules.md section 1e).
 """
 
 from __future__ import annotations
@@ -24,11 +27,36 @@ SIGNATURE_TOLERANCE_S = 300
 
 
 class PaymentsUnavailable(Exception):
-    """Stripe could not be reached or refused the call; ``reason`` is safe to log (no secrets)."""
+    """Stripe could not be reached or refused the call; ``reason`` is safe to log (no secrets).
 
-    def __init__(self, reason: str) -> None:
+    Attributes:
+        reason: What failed, for logs.
+        http_status: Stripe's HTTP status, or None when no answer came (connection error, timeout).
+    """
+
+    def __init__(self, reason: str, http_status: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.http_status = http_status
+
+    @property
+    def key_spent(self) -> bool:
+        """Whether Stripe may have stored this failure under the request's idempotency key.
+
+        Stripe saves the first answer once the endpoint starts executing, 500s included, and
+        replays it to every request with the same key for 24 hours; it saves nothing for a request
+        that conflicted with a concurrent one using the same key (409) or that never arrived
+        (docs.stripe.com/api/idempotent_requests). When True, retrying needs a fresh key.
+        """
+        return self.http_status is not None and self.http_status != 409
+
+
+def checkout_key(order_id: int, attempt: int) -> str:
+    """The ``Idempotency-Key`` of one attempt at an order's Checkout Session.
+
+    Stripe allows up to 255 characters; this is well under.
+    """
+    return f"studiobot-checkout:order:{order_id}:attempt:{attempt}"
 
 
 class BadSignature(Exception):
@@ -44,6 +72,7 @@ class CheckoutRequest:
             PaymentIntent, so every later event maps back to the order.
         amount: Minor units (Stripe ``unit_amount``).
         expires_at: When the Session expires (Stripe: 30 minutes to 24 hours after creation).
+        attempt: Which attempt at this order's Session (1, 2, ...): part of the idempotency key.
     """
 
     order_id: int
@@ -56,6 +85,7 @@ class CheckoutRequest:
     success_url: str
     cancel_url: str
     expires_at: datetime
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +157,7 @@ class PaymentsGateway(ABC):
 
     @abstractmethod
     async def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
-        """Create a Checkout Session (idempotent per order).
+        """Create a Checkout Session, idempotent per order and attempt (:func:`checkout_key`).
 
         Raises:
             PaymentsUnavailable: Stripe refused the call or could not be reached.
@@ -196,7 +226,7 @@ class StripeGateway(PaymentsGateway):
             "create Checkout Session",
             self._client.v1.checkout.sessions.create_async(
                 params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": f"studiobot-checkout:order:{request.order_id}"},
+                options={"idempotency_key": checkout_key(request.order_id, request.attempt)},
             ),
         )
         return CheckoutSession.from_stripe(session)
@@ -229,7 +259,7 @@ class StripeGateway(PaymentsGateway):
             # user_message/code never carry the key; str(error) may quote a masked one.
             reason = f"{what}: {type(error).__name__} {error.http_status or ''} {error.code or ''}".strip()
             log.warning("Stripe call failed: %s", reason)
-            raise PaymentsUnavailable(reason) from None
+            raise PaymentsUnavailable(reason, error.http_status) from None
 
 
 def verify_event(payload: bytes, header: str | None, secret: str) -> dict[str, Any]:

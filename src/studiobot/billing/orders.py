@@ -3,7 +3,8 @@
 Every change to an order starts by locking its row (a no-op ``UPDATE ... RETURNING``), so the
 effects of concurrent webhook deliveries, the success page and reconciliation on one order run one
 after the other (PostgreSQL row lock; SQLite's single writer) and each sees what the previous one
-did. Credits move only through the ledger, under keys unique per Checkout Session
+did. A new order is made under a lock on its buyer's row, so concurrent ``/buy`` taps share one
+order. Credits move only through the ledger, under keys unique per Checkout Session
 (``checkout:<cs_id>``) and per clawback target, so nothing is credited or taken twice
 (reference-platform-rules.md sections 1c and 1d).
 """
@@ -22,11 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from studiobot.billing import ledger, passes
 from studiobot.billing.catalogue import Product
-from studiobot.db.models import Order, StripeEvent, utcnow
+from studiobot.db.models import Order, StripeEvent, User, utcnow
 
 OrderRow = Row[Any]
 _orders = Order.__table__
 _events = StripeEvent.__table__
+_users = User.__table__
 _ALL = tuple(_orders.c)
 
 SESSION_EVENTS = frozenset({
@@ -53,7 +55,7 @@ class Notice:
     data: dict[str, Any]
 
 
-def create(
+def open_or_create(
     conn: Connection,
     user_id: int,
     product: Product,
@@ -61,9 +63,42 @@ def create(
     origin_platform: str,
     origin_chat: dict[str, Any],
     expires_at: datetime,
-) -> int:
-    """Store a new order for ``product`` (copying what it sells), whose Checkout Session will
-    expire at ``expires_at``. Returns the order id."""
+    valid_for_s: float,
+) -> OrderRow:
+    """The user's unpaid order for ``product`` whose link stays valid ``valid_for_s`` more
+    seconds, or a new one (copying what the product sells) expiring at ``expires_at``.
+
+    A pending order whose last attempt failed (no expiry, see :func:`next_attempt`) is taken up
+    again with ``expires_at``: Stripe wants a Session's ``expires_at`` at least 30 minutes after
+    the request that creates it, so each new attempt picks its own.
+
+    The buyer's ``users`` row is locked first (PostgreSQL ``FOR NO KEY UPDATE``, which leaves
+    inserts referencing the user alone; SQLite has one writer), so concurrent calls for one user
+    run one after the other and the later ones find the order the first made, whichever process
+    they run in.
+
+    Returns:
+        The order: ``pending`` (no Session recorded yet) or ``open`` (with ``checkout_url``).
+    """
+    conn.execute(select(_users.c.id).where(_users.c.id == user_id).with_for_update(key_share=True))
+    found = conn.execute(
+        select(*_ALL)
+        .where(
+            _orders.c.user_id == user_id, _orders.c.product_id == product.id,
+            _orders.c.status.in_(("pending", "open")),
+            or_(_orders.c.expires_at > utcnow() + timedelta(seconds=valid_for_s),
+                and_(_orders.c.status == "pending", _orders.c.expires_at.is_(None))),
+        )
+        .order_by(_orders.c.id.desc())
+        .limit(1)
+    ).one_or_none()
+    if found is not None and found.expires_at is None:
+        found = conn.execute(
+            update(_orders).where(_orders.c.id == found.id).values(expires_at=expires_at, updated_at=utcnow())
+            .returning(*_ALL)
+        ).one()
+    if found is not None:
+        return found
     now = utcnow()
     return conn.execute(
         insert(_orders)
@@ -72,23 +107,46 @@ def create(
             credits=product.credits, pass_window_s=product.window_s, pass_duration_s=product.duration_s,
             amount=product.price, currency=product.currency, status="pending", amount_refunded=0,
             credits_clawed=0, note="", origin_platform=origin_platform, origin_chat=origin_chat,
-            expires_at=expires_at, created_at=now, updated_at=now,
+            expires_at=expires_at, checkout_attempt=1, created_at=now, updated_at=now,
         )
-        .returning(_orders.c.id)
-    ).scalar_one()
+        .returning(*_ALL)
+    ).one()
 
 
-def attach_session(conn: Connection, order_id: int, session_id: str, url: str | None, expires_at: datetime) -> None:
-    """Record the Checkout Session made for a pending order; the order becomes ``open``."""
+def next_attempt(conn: Connection, order_id: int, failed: int) -> None:
+    """Give a pending order a new Checkout attempt number after attempt ``failed`` failed.
+
+    The expiry is cleared: the next attempt sets its own (:func:`open_or_create`). Only the first
+    caller for a given failed attempt moves it (concurrent taps that shared the attempt all saw
+    it fail), so one failure never skips a number.
+    """
     conn.execute(
         update(_orders)
-        .where(_orders.c.id == order_id)
+        .where(_orders.c.id == order_id, _orders.c.checkout_attempt == failed,
+               _orders.c.checkout_session_id.is_(None))
+        .values(checkout_attempt=failed + 1, expires_at=None, updated_at=utcnow())
+    )
+
+
+def attach_session(conn: Connection, order_id: int, session_id: str, url: str | None, expires_at: datetime) -> str | None:
+    """Record the Checkout Session made for a pending order; the order becomes ``open``.
+
+    The first Session recorded stays: concurrent callers get the same one back from Stripe, and
+    a different one (an older attempt answering late) is never shown to the user.
+
+    Returns:
+        The checkout URL the order now has.
+    """
+    conn.execute(
+        update(_orders)
+        .where(_orders.c.id == order_id, _orders.c.checkout_session_id.is_(None))
         .values(
             checkout_session_id=session_id, checkout_url=url, expires_at=expires_at,
             status=case((_orders.c.status == "pending", "open"), else_=_orders.c.status),
             updated_at=utcnow(),
         )
     )
+    return conn.execute(select(_orders.c.checkout_url).where(_orders.c.id == order_id)).scalar()
 
 
 async def get(conn: AsyncConnection, order_id: int) -> OrderRow | None:
@@ -99,22 +157,6 @@ async def get(conn: AsyncConnection, order_id: int) -> OrderRow | None:
 async def by_session(conn: AsyncConnection, session_id: str) -> OrderRow | None:
     """The order a Checkout Session was made for, or None."""
     result = await conn.execute(select(*_ALL).where(_orders.c.checkout_session_id == session_id))
-    return result.one_or_none()
-
-
-async def open_for(conn: AsyncConnection, user_id: int, product_id: str, *, valid_for_s: float) -> OrderRow | None:
-    """The user's unpaid order for ``product_id`` (open, or pending: its Session may not exist yet)
-    whose link stays valid ``valid_for_s`` more seconds."""
-    result = await conn.execute(
-        select(*_ALL)
-        .where(
-            _orders.c.user_id == user_id, _orders.c.product_id == product_id,
-            _orders.c.status.in_(("pending", "open")),
-            _orders.c.expires_at > utcnow() + timedelta(seconds=valid_for_s),
-        )
-        .order_by(_orders.c.id.desc())
-        .limit(1)
-    )
     return result.one_or_none()
 
 

@@ -2,8 +2,11 @@
 
 Flow (reference-platform-rules.md section 1):
 
-1. :meth:`Billing.start_checkout` stores an order, then creates its Checkout Session with the
-   idempotency key ``studiobot-checkout:order:<id>`` (a retry gets the same Session back).
+1. :meth:`Billing.start_checkout` finds or stores the order (one per user and product, even for
+   concurrent taps), then creates its Checkout Session with the idempotency key
+   ``studiobot-checkout:order:<id>:attempt:<n>``: a repeat of an attempt gets the same Session
+   back, and a failed attempt moves the order to the next number, because Stripe replays a stored
+   failure to its key for 24 hours.
 2. :meth:`Billing.receive` verifies a webhook's signature over the raw body and stores the event
    in the ``stripe_events`` inbox (unique id) before anything else; the web handler answers 200 as
    soon as that committed. Handling happens right after, in the background, and again from the
@@ -26,7 +29,13 @@ from typing import Any
 
 from studiobot.billing import orders
 from studiobot.billing.catalogue import Catalogue, Product, money
-from studiobot.billing.gateway import CheckoutRequest, CheckoutSession, PaymentsGateway, verify_event
+from studiobot.billing.gateway import (
+    CheckoutRequest,
+    CheckoutSession,
+    PaymentsGateway,
+    PaymentsUnavailable,
+    verify_event,
+)
 from studiobot.billing.orders import Notice
 from studiobot.db.engine import Database
 from studiobot.db.models import utcnow
@@ -35,6 +44,8 @@ log = logging.getLogger(__name__)
 
 Notify = Callable[[Notice], Awaitable[None]]
 PAID = ("paid", "no_payment_required")
+#: An unpaid order's link is given again only if it stays valid this many more seconds.
+REUSE_FOR_S = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,43 +122,50 @@ class Billing:
         """A Checkout link for ``product``: the user's unpaid one if it stays valid 10 more minutes,
         else a new order and Session.
 
-        An order whose Session was never recorded (Stripe failed, the process stopped, a double
-        tap) asks Stripe again with the same parameters and idempotency key, so Stripe returns the
-        Session it may already have made instead of a second one.
+        Concurrent calls for one user and product share one order (:func:`orders.open_or_create`
+        serialises them in the database) and one attempt number, hence one idempotency key:
+        Stripe makes one Session and replays it to the others, so every caller gets the same
+        link. An order whose Session was never recorded (a crash, Stripe unreachable) asks again
+        under the same key. When Stripe answered the attempt with a failure, which it keeps
+        replaying to that key for 24 hours, the order moves to the next attempt number, so the
+        next call is a new request (docs.stripe.com/api/idempotent_requests).
 
         Raises:
             PaymentsUnavailable: Stripe refused or could not be reached (the order stays pending,
-                with nothing charged; retrying reuses its idempotency key).
+                with nothing charged; calling again makes a new attempt).
             RuntimeError: Stripe is not configured (check :attr:`selling` first).
         """
         if self.gateway is None:
             raise RuntimeError("Stripe is not configured")
-        async with self.db.read() as conn:
-            existing = await orders.open_for(conn, user_id, product.id, valid_for_s=600)
-        if existing is not None and existing.checkout_url:
-            return Checkout(existing.id, existing.checkout_url, existing.expires_at, product, reused=True)
-        if existing is not None:
-            order_id, expires_at = existing.id, existing.expires_at
-        else:
-            # Whole seconds: Stripe's expires_at is Unix seconds, and a retry must send the same one.
-            expires_at = (utcnow() + timedelta(seconds=self._expires_s)).replace(microsecond=0)
-            order_id = await self.db.run(
-                orders.create, user_id, product, origin_platform=origin_platform, origin_chat=origin_chat,
-                expires_at=expires_at,
-            )
-        session = await self.gateway.create_checkout(
-            CheckoutRequest(
-                order_id=order_id, user_id=user_id, product_id=product.id, name=product.label,
-                description=product.describe, amount=product.price, currency=product.currency,
-                success_url=f"{self._base_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
-                cancel_url=f"{self._base_url}/checkout/cancel?order={order_id}",
-                expires_at=expires_at,
-            )
+        # Whole seconds: Stripe's expires_at is Unix seconds, and every request of one attempt
+        # must send the same one (the order keeps it).
+        expires_at = (utcnow() + timedelta(seconds=self._expires_s)).replace(microsecond=0)
+        order = await self.db.run(
+            orders.open_or_create, user_id, product, origin_platform=origin_platform,
+            origin_chat=origin_chat, expires_at=expires_at, valid_for_s=REUSE_FOR_S,
         )
+        if order.checkout_url:
+            return Checkout(order.id, order.checkout_url, order.expires_at, product, reused=True)
+        try:
+            session = await self.gateway.create_checkout(
+                CheckoutRequest(
+                    order_id=order.id, user_id=user_id, product_id=product.id, name=product.label,
+                    description=product.describe, amount=product.price, currency=product.currency,
+                    success_url=f"{self._base_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}",
+                    cancel_url=f"{self._base_url}/checkout/cancel?order={order.id}",
+                    expires_at=order.expires_at, attempt=order.checkout_attempt,
+                )
+            )
+        except PaymentsUnavailable as error:
+            if error.key_spent:
+                await self.db.run(orders.next_attempt, order.id, order.checkout_attempt)
+                log.info("order #%s: Checkout attempt %s failed; the next one gets a new idempotency key",
+                         order.id, order.checkout_attempt)
+            raise
         if not session.url:
             raise RuntimeError(f"Stripe returned Checkout Session {session.id} without a URL")
-        await self.db.run(orders.attach_session, order_id, session.id, session.url, expires_at)
-        return Checkout(order_id, session.url, expires_at, product)
+        url = await self.db.run(orders.attach_session, order.id, session.id, session.url, order.expires_at)
+        return Checkout(order.id, url or session.url, order.expires_at, product)
 
     # Receiving --------------------------------------------------------------------------------
 

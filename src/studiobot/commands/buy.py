@@ -54,9 +54,11 @@ async def buy(inv: Invocation, deps: Deps) -> Reply:
             user_id, product, origin_platform=inv.chat.platform, origin_chat=inv.chat.to_dict()
         )
     except PaymentsUnavailable:
+        # The next /buy is a new attempt with a new idempotency key, so trying again at once works
+        # as soon as Stripe does.
         raise UserError(
-            "Stripe could not be reached, so no payment link was made and nothing was charged. "
-            "Please try again in a minute."
+            "Stripe could not make a payment link just now, so nothing was charged. "
+            f"Please try /buy {product.id} again; if it keeps failing, wait a few minutes."
         ) from None
     what = f"{product.credits} credits" if product.kind == "pack" else product.label
     lines = [

@@ -378,6 +378,9 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")
     checkout_session_id: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     checkout_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Which attempt at a Checkout Session the order is on: part of its Stripe idempotency key,
+    #: moved on after a failed attempt because Stripe replays a stored failure for 24 hours.
+    checkout_attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     payment_intent_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
