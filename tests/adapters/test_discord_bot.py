@@ -268,7 +268,7 @@ async def test_after_the_token_expires_the_result_is_posted_in_the_channel_menti
     state.expired_tokens.add(sent.token)  # as if 15 minutes had passed
     post = await discord_bot.call("create_message", lambda c: c.params.get("channel_id") == str(CHANNEL_ID))
     assert post.payload["content"].startswith(f"<@{USER_ID}> Job #1")
-    assert post.payload["allowed_mentions"]["parse"] == ["users"]  # never @everyone or roles
+    assert post.pings.users == (str(USER_ID),) and post.allowed_mentions["parse"] == []  # only the requester
     assert post.files and custom_ids(post.payload)[0] == "sb:upscale 1 1"
 
 

@@ -16,7 +16,11 @@ REST, under ``/api/v10`` (bot routes need ``Authorization: Bot <token>``, else 4
 * channels: messages (create, get, edit, delete), typing, ``GET /channels/{id}``,
   ``POST /users/@me/channels`` (DMs), ``GET /users/{id}``;
 * message bodies are checked as Discord does: content length, embed count, attachments (at most 10,
-  within the size limit) and component layout (:func:`components_problem`: rows, buttons, selects);
+  within the size limit), component layout (:func:`components_problem`: rows, buttons, selects)
+  and ``allowed_mentions`` (:func:`allowed_mentions_problem`); each message records the mentions
+  Discord would act on (``mentions``, ``mention_roles``, ``mention_everyone``, from
+  :func:`resolve_mentions`), and each call tells what it sent and pinged
+  (:attr:`DiscordCall.allowed_mentions`, :attr:`DiscordCall.pings`);
 * anything else answers 404 ``{"message": "404: Not Found", "code": 0}`` and is recorded as route
   ``"unknown"``, so tests can spot unexpected calls.
 
@@ -47,6 +51,7 @@ import email.message
 import hashlib
 import json
 import mimetypes
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -351,6 +356,97 @@ class DiscordCall:
     at: float
     status: int = 0
 
+    @property
+    def message_body(self) -> dict[str, Any] | None:
+        """The message body this call carried: the payload of a create, edit, followup or
+        webhook call, or an interaction callback's ``data``; None when it carried none."""
+        if not isinstance(self.payload, dict):
+            return None
+        if self.route == "interaction_callback":
+            data = self.payload.get("data")
+            return data if isinstance(data, dict) else None
+        return self.payload
+
+    @property
+    def allowed_mentions(self) -> dict[str, Any] | None:
+        """The ``allowed_mentions`` object the call sent, or None when it sent none (then
+        Discord parses every mention in the content)."""
+        body = self.message_body
+        value = body.get("allowed_mentions") if body is not None else None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def pings(self) -> Pings:
+        """Whom this call's message pings, as Discord resolves it (:func:`resolve_mentions`)."""
+        body = self.message_body or {}
+        return resolve_mentions(body.get("content"), body.get("allowed_mentions"))
+
+
+@dataclass(frozen=True)
+class Pings:
+    """Who a message notifies: user ids, role ids (strings), and whether @everyone/@here."""
+
+    users: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    everyone: bool = False
+
+
+_USER_MENTION = re.compile(r"<@!?(\d+)>")
+_ROLE_MENTION = re.compile(r"<@&(\d+)>")
+_EVERYONE_MENTION = re.compile(r"@(?:everyone|here)\b")
+_MENTION_TYPES = {"users", "roles", "everyone"}
+MAX_ALLOWED_MENTION_IDS = 100
+
+
+def resolve_mentions(content: Any, allowed: Any) -> Pings:
+    """The mentions Discord acts on for a message with ``content`` and ``allowed_mentions``.
+
+    Discord API (Allowed Mentions Object): without ``allowed_mentions`` every user, role and
+    @everyone/@here mention in the content pings. With it, only the types in ``parse`` and the
+    ids listed in ``users``/``roles`` do, and only when the content really mentions them (no
+    phantom pings). Mentions inside embeds never ping. Permission checks (Mention @everyone,
+    mentionable roles) are not modelled: the double counts such a mention as pinging.
+    """
+    text = content if isinstance(content, str) else ""
+    users = list(dict.fromkeys(_USER_MENTION.findall(text)))
+    roles = list(dict.fromkeys(_ROLE_MENTION.findall(text)))
+    everyone = bool(_EVERYONE_MENTION.search(text))
+    if not isinstance(allowed, dict):
+        return Pings(tuple(users), tuple(roles), everyone)
+    parse = set(allowed.get("parse") or [])
+    listed_users = {str(u) for u in allowed.get("users") or []}
+    listed_roles = {str(r) for r in allowed.get("roles") or []}
+    return Pings(
+        tuple(u for u in users if "users" in parse or u in listed_users),
+        tuple(r for r in roles if "roles" in parse or r in listed_roles),
+        everyone and "everyone" in parse,
+    )
+
+
+def allowed_mentions_problem(allowed: Any) -> tuple[str, str, str] | None:
+    """Discord's checks on an ``allowed_mentions`` object, as ``(path, code, message)`` of the
+    50035 Invalid Form Body error, or None when acceptable (or absent)."""
+    if allowed is None:
+        return None
+    if not isinstance(allowed, dict):
+        return "allowed_mentions", "MODEL_TYPE_CONVERT", "Only dictionaries may be used in a ModelType"
+    parse = allowed.get("parse") or []
+    if not isinstance(parse, list) or any(p not in _MENTION_TYPES for p in parse):
+        return "allowed_mentions.parse", "ENUM_TYPE_COERCE", "Value is not a valid enum value."
+    for kind in ("users", "roles"):
+        listed = allowed.get(kind)
+        if listed is None:
+            continue
+        if not isinstance(listed, list) or any(not str(i).isdigit() for i in listed):
+            return f"allowed_mentions.{kind}", "NUMBER_TYPE_COERCE", "Value is not snowflake."
+        if len(listed) > MAX_ALLOWED_MENTION_IDS:
+            return (f"allowed_mentions.{kind}", "BASE_TYPE_MAX_LENGTH",
+                    f"Must be {MAX_ALLOWED_MENTION_IDS} or fewer in length.")
+        if listed and kind in parse:
+            return ("allowed_mentions", "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE",
+                    f"parse:[\"{kind}\"] and {kind}: [ids...] are mutually exclusive.")
+    return None
+
 
 @dataclass
 class SentInteraction:
@@ -409,6 +505,8 @@ class DiscordState(Watched):
 
     Attributes:
         token: The valid bot token (REST ``Authorization: Bot <token>`` and gateway IDENTIFY).
+        gateway_token: The token IDENTIFY must carry when it differs from ``token``: models a
+            token reset between REST login and IDENTIFY (the gateway closes with 4004).
         application_id: Application snowflake (also in READY and interaction payloads).
         bot_user_id: The bot user's snowflake.
         bot_username: The bot user's username.
@@ -445,6 +543,7 @@ class DiscordState(Watched):
     """
 
     token: str = VALID_TOKEN
+    gateway_token: str | None = None
     application_id: int = APPLICATION_ID
     bot_user_id: int = BOT_USER_ID
     bot_username: str = "StudioBot"
@@ -1063,6 +1162,8 @@ def _message_problem(payload: dict[str, Any], files: list[UploadedFile], limit: 
                            f"Must be {MAX_ATTACHMENTS} or fewer in length.")
     if (problem := components_problem(payload.get("components"))) is not None:
         return _form_error(*problem)
+    if (problem := allowed_mentions_problem(payload.get("allowed_mentions"))) is not None:
+        return _form_error(*problem)
     if require_body and not (content or payload.get("embeds") or payload.get("components")
                              or files or payload.get("sticker_ids") or payload.get("poll")):
         return _error(400, "Cannot send an empty message", 50006)
@@ -1167,7 +1268,7 @@ def _attachments(state: DiscordState, base: str, channel_id: int, payload: dict[
     return result
 
 
-_EDITABLE = ("content", "embeds", "components", "allowed_mentions", "poll")
+_EDITABLE = ("content", "embeds", "components", "poll")
 
 
 def _apply(state: DiscordState, base: str, message: dict[str, Any], payload: dict[str, Any],
@@ -1181,6 +1282,13 @@ def _apply(state: DiscordState, base: str, message: dict[str, Any], payload: dic
         message["flags"] = (int(payload["flags"]) & ~LOADING) | keep_flags
     message["attachments"] = _attachments(
         state, base, int(message["channel_id"]), payload, files, message.get("attachments", []))
+    if "content" in payload:
+        # The mentions Discord resolved from this body (its allowed_mentions is not kept).
+        message.pop("allowed_mentions", None)
+        pings = resolve_mentions(message.get("content"), payload.get("allowed_mentions"))
+        message["mentions"] = [state.user(int(u)) for u in pings.users]
+        message["mention_roles"] = list(pings.roles)
+        message["mention_everyone"] = pings.everyone
     return message
 
 
@@ -1762,7 +1870,7 @@ async def _send_dispatch(state: DiscordState, session: GatewaySession, event: st
 
 async def _identify(state: DiscordState, ws: web.WebSocketResponse, data: dict[str, Any],
                     host: str) -> GatewaySession | None:
-    if data.get("token") != state.token:
+    if data.get("token") != (state.gateway_token or state.token):
         await ws.close(code=4004, message=b"Authentication failed.")
         return None
     shard_id, shard_count = data.get("shard") or (0, 1)

@@ -84,8 +84,9 @@ class StudioBot(discord.AutoShardedClient):
             intents=intents(),
             shard_count=shard_count,
             shard_ids=list(shard_ids) if shard_ids is not None else None,
-            # Mentions only ever name the person a result is for.
-            allowed_mentions=discord.AllowedMentions(users=True, roles=False, everyone=False),
+            # Content echoes users' text (prompts): by default Discord would ping every <@id>,
+            # <@&role> and @everyone in it. Only a result's requester is ever pinged (render.py).
+            allowed_mentions=discord.AllowedMentions.none(),
         )
         self.interactions = interactions
         self.tree: app_commands.CommandTree[StudioBot] = app_commands.CommandTree(self)

@@ -12,6 +12,9 @@ shows it, so nothing is lost; the refusal is logged.
 
 A chat without ``reply_to`` and without a recipient, such as a community's gallery channel (set
 with ``/mod channel set``), always gets a new message, mentioning nobody.
+
+Every message goes out with Discord's ``allowed_mentions`` parsing nothing from the content (which
+echoes prompts), listing at most the recipient in a channel post (see ``render.Rendered``).
 """
 
 from __future__ import annotations
@@ -104,10 +107,8 @@ class DiscordOutbox:
             int(chat.chat_id), guild_id=int(chat.community_id) if chat.community_id else None
         )
         try:
-            message = await channel.send(
-                **rendered.send_kwargs(),
-                allowed_mentions=discord.AllowedMentions(users=True, roles=False, everyone=False),
-            )
+            # send_kwargs' allowed_mentions pings the recipient alone, never a prompt's mentions.
+            message = await channel.send(**rendered.send_kwargs())
             return str(message.id)
         except (discord.Forbidden, discord.NotFound) as error:
             if recipient is None or not in_channel:
@@ -139,7 +140,7 @@ class DiscordOutbox:
             discord.LoginFailure: The token was refused.
         """
         quiet_payload_loggers()
-        client = discord.Client(intents=discord.Intents.none())
+        client = discord.Client(intents=discord.Intents.none(), allowed_mentions=discord.AllowedMentions.none())
         await client.login(token)
         return cls(client, InteractionRegistry())
 

@@ -30,12 +30,19 @@ _STEM_MAX = 60
 
 @dataclass
 class Rendered:
-    """A Reply in discord.py's terms; build one per request (files are read once)."""
+    """A Reply in discord.py's terms; build one per request (files are read once).
+
+    ``mentions`` goes with every send and edit: text from users (prompts, names) is echoed in
+    content, so Discord must parse no mention from it; only the requester named by
+    :func:`render`'s ``mention`` may be pinged (Discord API: Allowed Mentions Object; an empty
+    ``parse`` with a ``users`` list pings exactly those users, if the content mentions them).
+    """
 
     content: str
     embed: discord.Embed | None = None
     files: list[discord.File] = field(default_factory=list)
     view: discord.ui.View | None = None
+    mentions: discord.AllowedMentions = field(default_factory=discord.AllowedMentions.none)
 
     def edit_kwargs(self) -> dict[str, Any]:
         """Arguments for editing a message into this one (old embeds, files and buttons go)."""
@@ -44,11 +51,13 @@ class Rendered:
             "embeds": [self.embed] if self.embed else [],
             "attachments": self.files,
             "view": self.view,
+            "allowed_mentions": self.mentions,
         }
 
     def send_kwargs(self) -> dict[str, Any]:
         """Arguments for sending this as a new message."""
-        kwargs: dict[str, Any] = {"content": self.content, "files": self.files}
+        kwargs: dict[str, Any] = {"content": self.content, "files": self.files,
+                                  "allowed_mentions": self.mentions}
         if self.embed is not None:
             kwargs["embed"] = self.embed
         if self.view is not None:
@@ -70,10 +79,14 @@ async def render(reply: Reply, *, upload_limit: int = DEFAULT_UPLOAD_LIMIT, ment
     Args:
         reply: What the core answered.
         upload_limit: Largest upload this destination accepts, in bytes, shared by the files.
-        mention: A user id to mention at the start (results posted into a channel).
+        mention: A user id to mention at the start (results posted into a channel); the
+            only mention the message may ping.
     """
     data = reply.data
     prefix = f"<@{mention}> " if mention else ""
+    mentions = (discord.AllowedMentions(everyone=False, roles=False, replied_user=False,
+                                        users=[discord.Object(int(mention))])
+                if mention else discord.AllowedMentions.none())
     pictures = _pictures(reply.images)
     share = upload_limit // max(1, len(pictures))
     files = [await _file(picture, share) for picture in pictures]
@@ -82,8 +95,8 @@ async def render(reply: Reply, *, upload_limit: int = DEFAULT_UPLOAD_LIMIT, ment
         shown = None if pictures[0].spoiler else files[0].filename
         embed = _result_embed(data, shown)
         content = "\n".join(_beyond_embed(reply.text, owner=bool(data.get("owner", True))))
-        return Rendered(_clip(prefix + content, _CONTENT_MAX), embed, files, view)
-    return Rendered(_clip(prefix + reply.text, _CONTENT_MAX), None, files, view)
+        return Rendered(_clip(prefix + content, _CONTENT_MAX), embed, files, view, mentions)
+    return Rendered(_clip(prefix + reply.text, _CONTENT_MAX), None, files, view, mentions)
 
 
 def _beyond_embed(text: str, *, owner: bool) -> list[str]:
