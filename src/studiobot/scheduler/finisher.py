@@ -92,7 +92,7 @@ class Finisher:
             # one between our put and our commit. Our rows are committed now, so writing again
             # cannot be undone by a later deletion (see db.assets.release_files).
             await asyncio.to_thread(self._put_all, blobs)
-            await self._notifier.finished(job.id, job.origin_platform)
+            await self._notifier.finished(job.id, job.origin_platform, job.user_id)
         else:
             log.info("job %s left running before its result arrived; result dropped", job.id)
             keys = [k for a in assets for k in (a.storage_key, a.thumbnail_key) if k]
@@ -101,7 +101,7 @@ class Finisher:
     async def fail(self, job: JobRow, code: str, message: str) -> None:
         """Fail an active job with a refund and tell its user (no-op if it is already terminal)."""
         if await lifecycle.fail(self._db, job.id, code, message):
-            await self._notifier.finished(job.id, job.origin_platform)
+            await self._notifier.finished(job.id, job.origin_platform, job.user_id)
 
     async def fail_with(self, job: JobRow, error: ProviderError) -> None:
         """Fail a job for a provider error, keeping only the error's user-safe parts."""

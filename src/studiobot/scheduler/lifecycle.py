@@ -596,15 +596,51 @@ async def requeue_stale(db: Database, job_id: int, *, now: datetime | None = Non
     return await db.run(tx)
 
 
+async def release_claims(db: Database, owner: str) -> int:
+    """Give back the jobs ``owner`` holds when its process stops, so others resume them at once.
+
+    A job whose submission was cut short goes back to the queue (the claim is not counted as an
+    attempt); a submitted job whose poll was cut short keeps its task id and is due for a poll.
+    Without this they would wait for their leases to expire (``lease_s``, two minutes).
+
+    Returns:
+        How many jobs were released.
+    """
+    now = utcnow()
+
+    def tx(conn: Connection) -> int:
+        requeued = conn.execute(
+            update(Job)
+            .where(Job.lease_owner == owner, Job.status == "running", Job.provider_task_id.is_(None))
+            .values(status="queued", due_at=now, attempts=Job.attempts - 1, lease_owner=None,
+                    lease_expires_at=None)
+            .returning(Job.id)
+        ).scalars().all()
+        polled = conn.execute(
+            update(Job)
+            .where(Job.lease_owner == owner, Job.status == "running")
+            .values(due_at=now, lease_owner=None, lease_expires_at=None)
+        ).rowcount
+        for job_id in requeued:
+            _event(conn, job_id, "released", f"worker {owner} stopped before submitting", now=now)
+        return len(requeued) + polled
+
+    return await db.run(tx)
+
+
 async def unnotified(
-    db: Database, platforms: Sequence[str], *, older_than: datetime, limit: int = 50
-) -> list[tuple[int, str]]:
-    """(id, origin platform) of terminal jobs from ``platforms`` whose user was never told,
-    finished before ``older_than`` and not waiting after a failed delivery."""
+    db: Database, platforms: Sequence[str], *, older_than: datetime, user_id: int | None = None,
+    limit: int = 50,
+) -> list[tuple[int, str, int]]:
+    """(id, origin platform, user id) of terminal jobs from ``platforms`` (of ``user_id`` only,
+    when given) whose user was never told, finished before ``older_than`` and not waiting after a
+    failed delivery."""
+    mine = [Job.user_id == user_id] if user_id is not None else []
     async with db.read() as conn:
         result = await conn.execute(
-            select(Job.id, Job.origin_platform)
+            select(Job.id, Job.origin_platform, Job.user_id)
             .where(
+                *mine,
                 Job.status.not_in(ACTIVE_STATUSES),
                 Job.notified_at.is_(None),
                 Job.origin_platform.in_(platforms),
@@ -614,7 +650,7 @@ async def unnotified(
             .order_by(Job.id)
             .limit(limit)
         )
-        return [(row.id, row.origin_platform) for row in result]
+        return [(row.id, row.origin_platform, row.user_id) for row in result]
 
 
 async def mark_notified(db: Database, job_id: int) -> None:
@@ -712,15 +748,17 @@ async def origin_message(db: Database, job_id: int) -> str | None:
         return result.scalar_one_or_none()
 
 
-async def open_jobs_count(db: Database, platform: str) -> int:
-    """Jobs from one origin platform whose user has not yet been told the outcome.
+async def open_jobs_count(db: Database, platform: str, user_id: int) -> int:
+    """One user's jobs from one origin platform whose outcome they have not yet been told.
 
     That is every active job plus terminal ones not yet delivered (``notified_at`` is set only
     after the terminal state is delivered).
     """
     async with db.read() as conn:
         result = await conn.execute(
-            select(func.count()).where(Job.origin_platform == platform, Job.notified_at.is_(None))
+            select(func.count()).where(
+                Job.user_id == user_id, Job.origin_platform == platform, Job.notified_at.is_(None)
+            )
         )
         return int(result.scalar_one())
 

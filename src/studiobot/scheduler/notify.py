@@ -76,10 +76,21 @@ class Notifier:
         self._platforms = tuple(platforms)
         self._interval = progress_interval_s
         self._last_progress: dict[int, tuple[float, float | None]] = {}
+        self._only_user: int | None = None
+        self._delivering: set[int] = set()
+
+    def deliver_only_to(self, user_id: int) -> None:
+        """Deliver (and sweep) only ``user_id``'s jobs: this process is one person's terminal.
+
+        Any shell process's worker may finish any shell user's job; each terminal must print only
+        its own user's results, and the other users' are left for their own processes. Since no
+        other process delivers this user's jobs, the sweep needs no grace time.
+        """
+        self._only_user = user_id
 
     async def progress(self, job: JobRow, progress: Progress) -> None:
         """Forward progress if it changed and the job's last message is old enough."""
-        if self._listener is None or job.origin_platform not in self._platforms:
+        if self._listener is None or not self._ours(job.origin_platform, job.user_id):
             return
         now = time.monotonic()
         last = self._last_progress.get(job.id)
@@ -91,7 +102,10 @@ class Notifier:
         except Exception:
             log.exception("progress delivery failed for job %s", job.id)
 
-    async def finished(self, job_id: int, origin_platform: str) -> None:
+    def _ours(self, platform: str, user_id: int) -> bool:
+        return platform in self._platforms and self._only_user in (None, user_id)
+
+    async def finished(self, job_id: int, origin_platform: str, user_id: int) -> None:
         """Deliver a terminal job, then mark it notified.
 
         A failed delivery is left for the sweep, which tries again with growing waits, up to
@@ -100,10 +114,19 @@ class Notifier:
         are already final; only the message is lost.
         """
         self._last_progress.pop(job_id, None)
-        if self._listener is None or origin_platform not in self._platforms:
+        if self._listener is None or not self._ours(origin_platform, user_id):
             return
+        if job_id in self._delivering:  # the finisher and the sweep met on one job
+            return
+        self._delivering.add(job_id)
         try:
-            await self._listener.job_finished(job_id)
+            await self._deliver(job_id)
+        finally:
+            self._delivering.discard(job_id)
+
+    async def _deliver(self, job_id: int) -> None:
+        try:
+            await self._listener.job_finished(job_id)  # type: ignore[union-attr]
         except Undeliverable as exc:
             log.warning("result of job %s cannot be delivered: %s", job_id, exc)
             await lifecycle.give_up_delivery(self._db, job_id, str(exc))
@@ -123,9 +146,13 @@ class Notifier:
         """Deliver terminal jobs nobody was told about (e.g. finished just before a crash)."""
         if self._listener is None:
             return 0
+        if self._only_user is not None:
+            grace_s = 0.0
         forgotten = await lifecycle.unnotified(
-            self._db, self._platforms, older_than=utcnow() - timedelta(seconds=grace_s)
+            self._db, self._platforms, older_than=utcnow() - timedelta(seconds=grace_s), user_id=self._only_user
         )
-        for job_id, platform in forgotten:
-            await self.finished(job_id, platform)
+        for job_id, platform, user_id in forgotten:
+            # Delivered meanwhile (by the finisher, between our read and now)?
+            if job_id not in self._delivering and not await lifecycle.is_notified(self._db, job_id):
+                await self.finished(job_id, platform, user_id)
         return len(forgotten)

@@ -71,6 +71,10 @@ class Poller:
             lambda: asyncio.Semaphore(concurrency)
         )
 
+    async def release_claims(self) -> int:
+        """Hand back every job this process still holds (at shutdown, after cancelling runs)."""
+        return await lifecycle.release_claims(self._db, self.worker_id)
+
     async def run_once(self) -> int:
         """Claim due jobs into free poll slots and start polling them. Returns how many started."""
         started = 0

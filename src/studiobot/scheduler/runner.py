@@ -68,7 +68,7 @@ class SchedulerRunner:
 
     async def shutdown(self, *, grace_s: float = 2.0) -> None:
         """Stop triggering, let runs in progress finish for up to ``grace_s`` seconds, then cancel
-        what is left (its leases expire and recovery resumes it).
+        what is left and hand its jobs back (``release_claims``).
 
         A run is one short batch (claim, poll, sweep), so it usually ends within the grace time.
         Cancelling it in the middle of a read makes SQLAlchemy terminate that connection with a
@@ -85,6 +85,9 @@ class SchedulerRunner:
             await asyncio.gather(*late, return_exceptions=True)
         await self._worker.inflight.cancel()
         await self._poller.inflight.cancel()
+        # Jobs cut short here are handed back now rather than when their leases expire.
+        await self._worker.release_claims()
+        await self._poller.release_claims()
 
     def nudge(self) -> None:
         """A job was queued: look at the queue now rather than at the next interval."""

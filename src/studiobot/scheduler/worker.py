@@ -116,6 +116,10 @@ class Worker:
         self._poll_cap = poll_cap_s
         self._retry_cap = retry_cap_s
 
+    async def release_claims(self) -> int:
+        """Hand back every job this process still holds (at shutdown, after cancelling runs)."""
+        return await lifecycle.release_claims(self._db, self.worker_id)
+
     async def run_once(self) -> int:
         """Claim due jobs into free submission slots and start them. Returns how many started.
 
