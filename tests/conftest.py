@@ -83,7 +83,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {"data_dir": tmp_path / "data", "poll_interval_s": 0.05,
-                                  "worker_interval_s": 0.05}
+                                  "worker_interval_s": 0.05,
+                                  # the provider doubles serve their result files on 127.0.0.1
+                                  "download_allow_networks": ("127.0.0.0/8",)}
         values.update(overrides)
         return Settings(_env_file=None, **values)
 

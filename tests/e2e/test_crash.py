@@ -66,6 +66,7 @@ async def test_sigkill_mid_work_then_restart(database_url: str, tmp_path: Path) 
             STUDIOBOT_POLL_BACKOFF_MAX_S="0.2",
             STUDIOBOT_WORKER_INTERVAL_S="0.1",
             STUDIOBOT_REPLICATE_TIMEOUT_S="120",
+            STUDIOBOT_DOWNLOAD_ALLOW_NETWORKS='["127.0.0.0/8"]',  # the double serves its files there
         )
         db = Database(database_url)
         await upgrade(db)  # so this test can watch the tables from the start

@@ -1,8 +1,14 @@
-"""Tests for studiobot.media.download against a real aiohttp server on 127.0.0.1."""
+"""Tests for studiobot.media.download against real aiohttp servers on loopback.
+
+The client is the one the app uses (:func:`safe_client`); most tests open 127.0.0.0/8 with the
+operator setting, since their server lives there, and the address tests show it refused without.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from studiobot.media.download import DownloadError, fetch_bytes
+from studiobot.media.download import DownloadError, fetch_bytes, is_permitted, safe_client
 
 BODY = bytes(range(256)) * 40  # 10 KiB
 MiB = 2**20
@@ -41,6 +47,12 @@ async def server() -> AsyncIterator[_Server]:
 
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound("/ok")
+
+    async def redirect_to(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["to"])
+
+    async def loop(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/loop")
 
     async def huge_declared(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Length": str(5 * MiB)})
@@ -85,6 +97,8 @@ async def server() -> AsyncIterator[_Server]:
     app.router.add_get("/ok", ok)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/redirect", redirect)
+    app.router.add_get("/redirect-to", redirect_to)
+    app.router.add_get("/loop", loop)
     app.router.add_get("/huge", huge_declared)
     app.router.add_get("/endless", endless)
     app.router.add_get("/slow", slow)
@@ -98,9 +112,19 @@ async def server() -> AsyncIterator[_Server]:
         await test_server.close()
 
 
+LOOPBACK = ("127.0.0.0/8",)
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as http_client:
+    async with safe_client(allow=LOOPBACK, timeout=10) as http_client:
+        yield http_client
+
+
+@pytest.fixture
+async def strict() -> AsyncIterator[httpx.AsyncClient]:
+    """The client with the default setting: public addresses only."""
+    async with safe_client(timeout=10) as http_client:
         yield http_client
 
 
@@ -135,22 +159,22 @@ async def test_non_2xx_is_refused(
         await _fetch(client, server.url(f"/status/{code}"))
 
     assert failed.value.retryable is retryable
-    assert f"HTTP {code}" in str(failed.value)
-    assert "vendor says no" not in str(failed.value)
+    assert str(failed.value) == "the server holding it did not send it."  # no status, no host
 
 
-async def test_messages_never_show_query_strings(
-    server: _Server, client: httpx.AsyncClient
+async def test_the_status_and_host_go_to_the_log_without_the_query_string(
+    server: _Server, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = server.url("/status/404") + "?X-Amz-Signature=TOPSECRET&token=TOPSECRET#frag"
     url = url.replace("http://", "http://user:TOPSECRET@")
 
-    with pytest.raises(DownloadError) as failed:
+    with caplog.at_level(logging.INFO, "studiobot.media.download"), pytest.raises(DownloadError) as failed:
         await _fetch(client, url)
 
-    message = str(failed.value)
-    assert "TOPSECRET" not in message and "frag" not in message
-    assert "http://127.0.0.1:" in message and "/status/404" in message
+    assert "TOPSECRET" not in str(failed.value) and "127.0.0.1" not in str(failed.value)
+    logged = caplog.text
+    assert "TOPSECRET" not in logged and "frag" not in logged
+    assert "http://127.0.0.1:" in logged and "/status/404" in logged and "HTTP 404" in logged
 
 
 async def test_long_paths_are_truncated_in_messages(client: httpx.AsyncClient) -> None:
@@ -187,7 +211,7 @@ async def test_whole_download_is_bounded_by_timeout(
 ) -> None:
     started = time.monotonic()
 
-    with pytest.raises(DownloadError, match="longer than") as failed:
+    with pytest.raises(DownloadError, match="longer than 0.3 s") as failed:
         await _fetch(client, server.url(path), timeout=0.3)
 
     assert failed.value.retryable is True
@@ -219,7 +243,130 @@ async def test_connection_refused_is_retryable(client: httpx.AsyncClient) -> Non
             "javascript:alert(1)", "//127.0.0.1/x.png", ""]
 )
 async def test_non_http_urls_are_refused(client: httpx.AsyncClient, url: str) -> None:
-    with pytest.raises(DownloadError, match="not an http") as failed:
+    with pytest.raises(DownloadError) as failed:
         await _fetch(client, url)
 
+    assert str(failed.value) == "its address is not allowed."
     assert failed.value.retryable is False
+
+
+# Addresses. Refusals happen before any connection: the resolved addresses are checked first.
+
+REFUSED = "its address is not allowed."
+
+
+async def test_loopback_is_refused_by_default(server: _Server, strict: httpx.AsyncClient) -> None:
+    with pytest.raises(DownloadError) as failed:
+        await _fetch(strict, server.url("/ok"))
+
+    assert str(failed.value) == REFUSED and failed.value.retryable is False
+
+
+async def test_loopback_is_fetched_when_the_operator_allows_it(server: _Server) -> None:
+    async with safe_client(allow=("127.0.0.0/8",), timeout=10) as allowed:
+        assert await _fetch(allowed, server.url("/ok")) == BODY
+
+
+async def test_a_name_resolving_to_loopback_is_refused(server: _Server, strict: httpx.AsyncClient) -> None:
+    url = server.url("/ok").replace("127.0.0.1", "localhost")
+
+    with pytest.raises(DownloadError) as failed:
+        await _fetch(strict, url)
+
+    assert str(failed.value) == REFUSED
+
+
+@pytest.mark.parametrize("host", ["[::ffff:127.0.0.1]", "[::1]", "0.0.0.0", "169.254.169.254", "[::]"])
+async def test_literal_internal_addresses_are_refused(strict: httpx.AsyncClient, host: str) -> None:
+    with pytest.raises(DownloadError) as failed:
+        await _fetch(strict, f"http://{host}:9/latest/meta-data/")
+
+    assert str(failed.value) == REFUSED and failed.value.retryable is False
+
+
+async def test_the_message_names_no_address_and_the_log_does(
+    server: _Server, strict: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, "studiobot.media.download"), pytest.raises(DownloadError) as failed:
+        await _fetch(strict, server.url("/ok?token=TOPSECRET"))
+
+    message = str(failed.value)
+    assert "127.0.0.1" not in message and "localhost" not in message and not any(c.isdigit() for c in message)
+    assert "resolves to 127.0.0.1" in caplog.text and "TOPSECRET" not in caplog.text
+
+
+@pytest.fixture
+async def other_loopback() -> AsyncIterator[tuple[str, list[str]]]:
+    """A server on 127.0.0.2 redirecting wherever ``?to=`` says; yields its base URL and the paths it served."""
+    served: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        served.append(request.path)
+        if "to" in request.query:
+            raise web.HTTPFound(request.query["to"])
+        return web.Response(body=BODY)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    test_server = TestServer(app, host="127.0.0.2", port=0)
+    await test_server.start_server()
+    try:
+        yield str(test_server.make_url("")).rstrip("/"), served
+    finally:
+        await test_server.close()
+
+
+# pytest-socket lets these tests reach 127.0.0.2 too, so only the download guard stands in the way.
+@pytest.mark.allow_hosts(["127.0.0.1", "127.0.0.2"])
+async def test_a_redirect_to_a_refused_address_is_not_followed(
+    server: _Server, other_loopback: tuple[str, list[str]]
+) -> None:
+    base, served = other_loopback
+    async with safe_client(allow=("127.0.0.2/32",), timeout=10) as allowed:
+        assert await _fetch(allowed, f"{base}/ok") == BODY  # 127.0.0.2 itself is allowed
+        for target in (server.url("/ok"), "http://169.254.169.254/latest/meta-data/"):
+            with pytest.raises(DownloadError) as failed:
+                await _fetch(allowed, f"{base}/hop?to={target}")
+            assert str(failed.value) == REFUSED and failed.value.retryable is False
+
+
+@pytest.mark.allow_hosts(["127.0.0.1", "127.0.0.2"])
+async def test_a_redirect_from_a_refused_address_is_never_requested(
+    server: _Server, other_loopback: tuple[str, list[str]]
+) -> None:
+    base, served = other_loopback
+    async with safe_client(allow=("127.0.0.1/32",), timeout=10) as allowed:
+        with pytest.raises(DownloadError) as failed:
+            await _fetch(allowed, server.url(f"/redirect-to?to={base}/secret"))
+
+    assert str(failed.value) == REFUSED
+    assert served == []  # no connection reached the refused host
+
+
+async def test_more_than_three_redirects_are_refused(server: _Server, client: httpx.AsyncClient) -> None:
+    with pytest.raises(DownloadError, match="redirected too many times") as failed:
+        await _fetch(client, server.url("/loop"))
+
+    assert failed.value.retryable is False
+
+
+@pytest.mark.parametrize(
+    ("address", "permitted"),
+    [("8.8.8.8", True), ("2001:4860:4860::8888", True), ("127.0.0.1", False), ("10.1.2.3", False),
+     ("172.16.0.1", False), ("192.168.1.1", False), ("169.254.169.254", False), ("100.64.0.1", False),
+     ("0.0.0.0", False), ("224.0.0.1", False), ("239.255.255.250", False), ("240.0.0.1", False),
+     ("255.255.255.255", False), ("::1", False), ("::", False), ("fe80::1", False), ("fc00::1", False),
+     ("ff02::1", False), ("::ffff:127.0.0.1", False), ("::ffff:8.8.8.8", True),
+     ("2002:7f00:1::", False), ("64:ff9b::a00:1", False), ("64:ff9b::808:808", True)],
+)
+def test_which_addresses_are_public(address: str, permitted: bool) -> None:
+    assert is_permitted(ipaddress.ip_address(address)) is permitted
+
+
+def test_allowed_networks_open_exactly_those_addresses() -> None:
+    allow = (ipaddress.ip_network("10.0.0.0/8"),)
+
+    assert is_permitted(ipaddress.ip_address("10.9.8.7"), allow)
+    assert is_permitted(ipaddress.ip_address("::ffff:10.9.8.7"), allow)
+    assert not is_permitted(ipaddress.ip_address("127.0.0.1"), allow)
+    assert not is_permitted(ipaddress.ip_address("192.168.0.1"), allow)
