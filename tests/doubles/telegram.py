@@ -29,6 +29,16 @@ messages in it carry ``message_thread_id`` and ``is_topic_message``, a send nami
 ``message_thread_id`` lands in the topic of the message it answers. ``has_spoiler`` on a photo
 (sendPhoto, a media group item, editMessageMedia) shows as the message's ``has_media_spoiler``.
 
+Two group states answer 400 as Telegram does. :meth:`TelegramState.restrict_bot` takes rights from
+the bot (ChatPermissions names): a send needing one answers ``"Bad Request: not enough rights to
+send photos to the chat"`` (``text messages``, ``documents``), which PTB raises as ``BadRequest``.
+:meth:`TelegramState.upgrade_to_supergroup` turns a basic group into a new ``-100...`` supergroup:
+every request naming the old id then answers ``"Bad Request: group chat was upgraded to a
+supergroup chat"`` with ``parameters.migrate_to_chat_id``, which PTB raises as ``ChatMigrated``
+(``new_chat_id``) whatever the status; :meth:`TelegramState.migration_updates` builds the two
+service messages Telegram posts (``migrate_to_chat_id`` in the old chat, ``migrate_from_chat_id``
+in the new). The old group's history is not copied into the supergroup.
+
 Tests feed updates with :meth:`TelegramState.push_update` (for getUpdates) or
 :meth:`TelegramState.post_to_webhook`, built with ``message_update``, ``callback_query_update``,
 ``inline_query_update`` and ``my_chat_member_update``; they read what the bot did from ``calls``,
@@ -109,6 +119,9 @@ _STRING_PARAMS = frozenset({"text", "caption", "parse_mode", "url", "secret_toke
                             "language_code", "next_offset", "action", "file_id", "title",
                             "description", "message_effect_id", "business_connection_id"})
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+# ChatPermissions a send needs -> how Telegram's "not enough rights" description names it.
+_RIGHTS = {"can_send_messages": "text messages", "can_send_photos": "photos",
+           "can_send_documents": "documents"}
 _TOO_OLD = "query is too old and response timeout expired or query ID is invalid"
 _UNSET: Any = object()
 # Where the recording middleware leaves the call for the handler (typed keys need aiohttp 3.12+).
@@ -251,6 +264,10 @@ class TelegramState(Watched):
         closed_dms: User ids that never started the bot (403 on sends to their private chat).
         blocked_users: User ids that blocked the bot (403 on sends).
         kicked_chats: Group ids the bot was removed from (403 on sends).
+        restricted: Rights the bot lacks per group, as ChatPermissions names
+            (:meth:`restrict_bot`; 400 "not enough rights" on sends needing them).
+        migrated_chats: Basic group id -> the supergroup it became (:meth:`upgrade_to_supergroup`;
+            400 with ``migrate_to_chat_id`` on any request naming the old id).
         admins: getChatAdministrators answers by chat id (:meth:`set_admins`).
         topics: Forum topics (``message_thread_id`` values) by chat id (:meth:`forum_topic`).
         commands: Bot commands by ``(scope JSON with sorted keys, language_code)``.
@@ -281,6 +298,8 @@ class TelegramState(Watched):
     closed_dms: set[int] = field(default_factory=set)
     blocked_users: set[int] = field(default_factory=set)
     kicked_chats: set[int] = field(default_factory=set)
+    restricted: dict[int, set[str]] = field(default_factory=dict)
+    migrated_chats: dict[int, int] = field(default_factory=dict)
     admins: dict[int, list[Json]] = field(default_factory=dict)
     topics: dict[int, set[int]] = field(default_factory=dict)
     commands: dict[tuple[str, str], list[Json]] = field(default_factory=dict)
@@ -453,6 +472,50 @@ class TelegramState(Watched):
             user = self.users.get(chat_id) or self.user(chat_id, f"User{chat_id}")
             return self.private_chat(user)
         return self.group_chat(chat_id, f"Group {chat_id}")
+
+    def restrict_bot(self, chat_id: int, *rights: str) -> None:
+        """Take rights from the bot in a group, by ChatPermissions name: ``can_send_messages``
+        (text), ``can_send_photos``, ``can_send_documents``. Sends needing one answer 400 "not
+        enough rights to send ... to the chat"; ``restrict_bot(chat_id)`` gives them all back."""
+        unknown = set(rights) - set(_RIGHTS)
+        if unknown:
+            raise ValueError(f"unknown rights {sorted(unknown)}; known: {sorted(_RIGHTS)}")
+        if rights:
+            self.restricted[chat_id] = set(rights)
+        else:
+            self.restricted.pop(chat_id, None)
+
+    def upgrade_to_supergroup(self, chat_id: int, new_chat_id: int | None = None) -> Json:
+        """Upgrade basic group ``chat_id`` to a supergroup with a new ``-100...`` id, as Telegram
+        does when a group grows or its history is made visible; returns the new Chat.
+
+        Requests naming the old id then answer 400 "group chat was upgraded to a supergroup
+        chat" with ``parameters.migrate_to_chat_id``. The bot's standing (kicked, restricted)
+        and the admin list carry over.
+        """
+        old = self.chat(chat_id)
+        if old["type"] != "group":
+            raise ValueError("only basic groups are upgraded to supergroups")
+        new_id = new_chat_id if new_chat_id is not None else -(10**12) - secrets.randbelow(10**9)
+        new = self.group_chat(new_id, old.get("title", "Group"))
+        if new["type"] != "supergroup":
+            raise ValueError("supergroup ids start with -100")
+        for standing in (self.restricted, self.admins):
+            if chat_id in standing:
+                standing[new_id] = copy.deepcopy(standing[chat_id])
+        if chat_id in self.kicked_chats:
+            self.kicked_chats.add(new_id)
+        self.migrated_chats[chat_id] = new_id
+        return new
+
+    def migration_updates(self, chat_id: int, user: Json) -> list[Json]:
+        """The two Updates Telegram sends when ``user`` upgraded basic group ``chat_id``: a
+        service message with ``migrate_to_chat_id`` in the old chat, then one with
+        ``migrate_from_chat_id`` in the supergroup (push them with :meth:`push_update`)."""
+        new_id = self.migrated_chats[chat_id]
+        old_message = self._store(self.chats[chat_id], user, migrate_to_chat_id=new_id)
+        new_message = self._store(self.chats[new_id], user, migrate_from_chat_id=chat_id)
+        return [{"message": old_message}, {"message": new_message}]
 
     def set_admins(self, chat_id: int, user_ids: list[int], *, bot_can_delete: bool = True) -> None:
         """Configure getChatAdministrators for a group: the first user is the owner (creator),
@@ -833,6 +896,22 @@ def _target(state: TelegramState, params: Json) -> Json:
     return chat
 
 
+def _check_right(state: TelegramState, chat: Json, right: str) -> None:
+    """Raise Telegram's 400 when the bot lacks ``right`` (:meth:`TelegramState.restrict_bot`)."""
+    if right in state.restricted.get(chat["id"], set()):
+        raise _bad(f"not enough rights to send {_RIGHTS[right]} to the chat")
+
+
+def _migrated(state: TelegramState, params: Json) -> None:
+    """Any method naming a group upgraded to a supergroup: 400 with ``migrate_to_chat_id``."""
+    chat_id = params.get("chat_id")
+    if isinstance(chat_id, str) and re.fullmatch(r"-?\d+", chat_id):
+        chat_id = int(chat_id)
+    if isinstance(chat_id, int) and chat_id in state.migrated_chats:
+        raise ApiError(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                       {"migrate_to_chat_id": state.migrated_chats[chat_id]})
+
+
 def _reply_target(state: TelegramState, chat: Json, params: Json) -> Json | None:
     reply = params.get("reply_parameters")
     if reply is None and params.get("reply_to_message_id") is not None:
@@ -1103,6 +1182,7 @@ async def _delete_my_commands(state: TelegramState, call: TelegramCall) -> Any:
 @_api("sendMessage")
 async def _send_message(state: TelegramState, call: TelegramCall) -> Any:
     chat = _target(state, call.params)
+    _check_right(state, chat, "can_send_messages")
     text, entities = _formatted(call.params, "text", "entities", TEXT_LIMIT, "message is too long")
     if not text.strip():
         raise _bad("message text is empty")
@@ -1190,6 +1270,7 @@ def _send_file(state: TelegramState, call: TelegramCall, kind: str,
                read: Callable[[TelegramState, Any, UploadedFile | None], Any]) -> Json:
     """sendPhoto / sendDocument: a captioned message carrying the file under ``kind``."""
     chat = _target(state, call.params)
+    _check_right(state, chat, "can_send_photos" if kind == "photo" else "can_send_documents")
     caption, entities = _formatted(call.params, "caption", "caption_entities", CAPTION_LIMIT,
                                    "message caption is too long")
     markup = _check_markup(call.params.get("reply_markup"))
@@ -1229,6 +1310,7 @@ async def _send_media_group(state: TelegramState, call: TelegramCall) -> Any:
         raise _bad(f"unsupported media type in the double: {sorted(map(str, kinds))}")
     if len(kinds) > 1:
         raise _bad("document can't be mixed with other media types")
+    _check_right(state, chat, "can_send_photos" if kinds == {"photo"} else "can_send_documents")
     reply_to = _reply_target(state, chat, call.params)
     contents: list[Json] = []
     for item in media:
@@ -1431,6 +1513,7 @@ def make_app(state: TelegramState) -> web.Application:
         if entry is None:
             return respond(404, error_body(404, "Not Found"))
         try:
+            _migrated(state, call.params)
             result = await entry[1](state, call)
         except ApiError as exc:
             return respond(exc.status, error_body(exc.status, exc.description, exc.parameters))

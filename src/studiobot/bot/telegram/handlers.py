@@ -77,7 +77,10 @@ class UpdateHandlers:
     # Messages ---------------------------------------------------------------------------------
 
     async def on_message(self, message: Message) -> None:
-        """A text message in a private chat or group."""
+        """A text message in a private chat or group, or the service message of a group upgrade."""
+        if message.migrate_to_chat_id or message.migrate_from_chat_id:
+            await self._migrated(message)
+            return
         user = message.from_user
         if user is None or user.is_bot or message.chat.type == Chat.CHANNEL or not message.text:
             return
@@ -104,6 +107,14 @@ class UpdateHandlers:
             await self._run(message, spec.name, raw)
         else:
             await self._run(message, line.text)  # the dispatcher explains what is wrong with it
+
+    async def _migrated(self, message: Message) -> None:
+        """Telegram Bot API: a basic group upgraded to a supergroup posts ``migrate_to_chat_id`` in
+        the old chat and ``migrate_from_chat_id`` in the new one; either records the move."""
+        if message.migrate_to_chat_id:
+            await self.outbox.remember_migration(message.chat.id, message.migrate_to_chat_id)
+        elif message.migrate_from_chat_id:
+            await self.outbox.remember_migration(message.migrate_from_chat_id, message.chat.id)
 
     async def _run(self, message: Message, text: str, raw: dict[str, Any] | None = None) -> None:
         """Run command line ``text``, or command ``text`` with arguments ``raw`` when given."""

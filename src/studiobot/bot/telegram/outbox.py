@@ -8,28 +8,52 @@ worker process with no updates of its own can edit and tidy the same messages:
 * ``result:<chat>:<m1>,<m2>,...``: the messages of the delivered result (deleted by ``/delete``).
 
 The result is posted as new messages replying to the command, and the status message is deleted
-(a failure instead edits the status message in place). When the chat refuses (the bot was
-removed or blocked), the result goes to the user's private chat; if that is refused too, it stays
-in their gallery and ``/job`` shows it.
+(a failure instead edits the status message in place). When a group refuses for good, the result
+goes to the user's private chat with a line saying why. Telegram Bot API answers meaning "for good":
+403 Forbidden (bot removed or blocked, user deactivated), 400 "chat not found", and the bot lacking
+rights (400 "not enough rights to send photos/text messages/documents to the chat", "have no
+rights to send a message", CHAT_WRITE_FORBIDDEN). If the private chat refuses too (the user never
+pressed Start, or blocked the bot), :class:`~studiobot.commands.contract.Undeliverable` is raised
+so the scheduler stops retrying; the result stays in their gallery and ``/job`` shows it. Any
+other error (429 RetryAfter, network errors, 5xx, other 400s) is raised as it is, to be retried.
+
+A basic group upgraded to a supergroup gets a new id: Telegram answers 400 "group chat was upgraded
+to a supergroup chat" with ``parameters.migrate_to_chat_id`` (PTB raises ``ChatMigrated``). The
+result is sent again once in the supergroup, and the move is stored in ``platform_state``
+(``telegram:migrated:<old id>``) so every process sends later news for the old id straight to the
+new one. The service messages Telegram posts on the upgrade (``migrate_to_chat_id`` in the old
+chat, ``migrate_from_chat_id`` in the new) record it too (:meth:`TelegramOutbox.remember_migration`).
 
 A chat with a ``thread_id`` is a forum topic: everything for it is posted in that topic. Posts to
 a community's gallery channel (``Reply.data["gallery_post"]``) are fresh messages that do not
-become the job's messages: ``/delete`` tidies the result, not the community's post of it.
+become the job's messages: ``/delete`` tidies the result, not the community's post of it. A
+refused gallery post, or a refused private notice (payments, keys), is logged and dropped, as
+before: nobody retries those, and their callers expect no error.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 
 from studiobot.bot.telegram.limits import EditPacer
 from studiobot.bot.telegram.render import Sender, Sent
-from studiobot.commands.contract import ChatRef, Reply
+from studiobot.commands.contract import ChatRef, Reply, Undeliverable
+from studiobot.db import platform_state
 from studiobot.db.engine import Database
 from studiobot.scheduler import lifecycle
 
 log = logging.getLogger(__name__)
+
+#: Bot API 400 descriptions (lower case, PTB drops "Bad Request: ") meaning the chat will keep
+#: refusing: the bot may not post there, or the chat is gone.
+_NO_RIGHTS = ("not enough rights to send", "have no rights to send", "chat_write_forbidden",
+              "need administrator rights")
+_GONE = ("chat not found",)
+#: Bot API: supergroup and channel ids are -(10**12 + n); only basic groups (above it) can migrate.
+_SUPERGROUP_IDS_BELOW = -(10**12)
 
 
 def status_ref(chat_id: int, message_id: int) -> str:
@@ -66,6 +90,7 @@ class TelegramOutbox:
         self._sender = sender
         self._db = db
         self._pacer = pacer or EditPacer()
+        self._moved: dict[int, int] = {}  # a migration is final, so what was found stays true
 
     async def deliver(self, chat: ChatRef, reply: Reply, *, recipient: str | None = None) -> str | None:
         """Show job news, or a post for a community's gallery channel, in ``chat`` (see the module
@@ -73,6 +98,11 @@ class TelegramOutbox:
 
         Returns:
             The id of the message carrying the reply's keyboard, or None.
+
+        Raises:
+            Undeliverable: Neither the chat nor the recipient's private chat will take it (see
+                the module docstring); retrying cannot help.
+            telegram.error.TelegramError: Anything else (flood control, network, 5xx): retry later.
         """
         if reply.private and recipient is not None and chat.kind != "dm":
             chat = ChatRef(chat.platform, recipient, "dm")  # payment news: never in a group
@@ -111,8 +141,33 @@ class TelegramOutbox:
                 await self._sender.bot.delete_message(chat_id, message_id)
             except BadRequest as error:
                 log.info("could not delete Telegram message %s/%s: %s", chat_id, message_id, error.message)
+            except ChatMigrated as error:
+                # The old group's messages now live in the supergroup under other ids.
+                await self.remember_migration(chat_id, error.new_chat_id)
+                return
             except Forbidden:
                 return
+
+    async def remember_migration(self, old_chat_id: int, new_chat_id: int) -> None:
+        """Record that basic group ``old_chat_id`` became supergroup ``new_chat_id``, for every
+        process (``platform_state`` key ``telegram:migrated:<old id>``)."""
+        if self._moved.get(old_chat_id) == new_chat_id:
+            return
+        log.info("Telegram group %s is now supergroup %s", old_chat_id, new_chat_id)
+        self._moved[old_chat_id] = new_chat_id
+        await platform_state.put(self._db, _migrated_key(old_chat_id), str(new_chat_id))
+
+    async def current_chat_id(self, chat_id: int) -> int:
+        """``chat_id``, or the supergroup it became when it was a basic group since upgraded."""
+        if chat_id in self._moved:
+            return self._moved[chat_id]
+        if not _SUPERGROUP_IDS_BELOW < chat_id < 0:
+            return chat_id  # private chats, supergroups and channels never migrate
+        value = await platform_state.get(self._db, _migrated_key(chat_id))
+        if value is None:
+            return chat_id  # not cached: another process may record a migration later
+        self._moved[chat_id] = int(value)
+        return self._moved[chat_id]
 
     async def _progress(self, job_id: int, reply: Reply) -> None:
         ref = parse_ref(await lifecycle.origin_message(self._db, job_id))
@@ -125,6 +180,8 @@ class TelegramOutbox:
             await self._sender.edit_text(chat_id, message_id, reply)
         except RetryAfter:
             return  # progress can wait for the next step; results must not wait behind it
+        except ChatMigrated as error:
+            await self.remember_migration(chat_id, error.new_chat_id)
         except TelegramError as error:
             log.info("progress edit for job %s skipped: %s", job_id, error)
 
@@ -133,25 +190,71 @@ class TelegramOutbox:
         try:
             await self._sender.edit_text(chat_id, message_id, reply)
             return True
+        except ChatMigrated as error:
+            await self.remember_migration(chat_id, error.new_chat_id)  # the result is posted there
+            return False
         except TelegramError as error:
             log.info("could not edit status message %s/%s: %s", chat_id, message_id, error)
             return False
 
     async def _post(self, chat: ChatRef, reply: Reply, recipient: str | None) -> tuple[Sent | None, int]:
-        chat_id = int(chat.chat_id)
-        reply_to = int(chat.reply_to) if chat.reply_to else None
-        thread_id = int(chat.thread_id) if chat.thread_id else None
+        asked = int(chat.chat_id)
+        chat_id = await self.current_chat_id(asked)
+        # Message ids (replies) and topics of the old group mean nothing in the supergroup.
+        moved = chat_id != asked
+        reply_to = int(chat.reply_to) if chat.reply_to and not moved else None
+        thread_id = int(chat.thread_id) if chat.thread_id and not moved else None
         try:
-            return await self._sender.send(chat_id, reply, reply_to=reply_to, thread_id=thread_id), chat_id
-        except Forbidden as error:
-            if recipient is None or chat.kind == "dm":
-                log.warning("Telegram chat %s refused the result (%s); it stays in the gallery",
-                            chat_id, error.message)
+            try:
+                return await self._sender.send(chat_id, reply, reply_to=reply_to, thread_id=thread_id), chat_id
+            except ChatMigrated as error:
+                await self.remember_migration(chat_id, error.new_chat_id)
+                chat_id = error.new_chat_id
+                return await self._sender.send(chat_id, reply), chat_id
+        except (Forbidden, BadRequest) as error:
+            if not _refused(error):
+                raise
+            if reply.data.get("gallery_post") or reply.private:
+                # Not job news: nobody retries these, and their callers expect no error.
+                log.warning("Telegram chat %s refused a %s: %s", chat_id,
+                            "notice" if reply.private else "gallery post", error.message)
                 return None, chat_id
+            if recipient is None or chat.kind == "dm":
+                raise Undeliverable(f"Telegram chat {chat_id} refused: {error.message}") from error
             log.info("Telegram chat %s refused the result (%s); sending it privately", chat_id, error.message)
+            reason = error
         try:
-            return await self._sender.send(int(recipient), reply), int(recipient)
-        except Forbidden as error:
-            log.warning("could not reach Telegram user %s privately (%s); the result stays in the gallery",
-                        recipient, error.message)
-            return None, int(recipient)
+            return await self._sender.send(int(recipient), _privately(reply, reason)), int(recipient)
+        except (Forbidden, BadRequest) as error:
+            if not _refused(error):
+                raise
+            raise Undeliverable(
+                f"Telegram chat {chat_id} refused ({reason.message}) and user {recipient} cannot be "
+                f"messaged privately ({error.message}); the result stays in their gallery"
+            ) from error
+
+
+def _migrated_key(chat_id: int) -> str:
+    return f"telegram:migrated:{chat_id}"
+
+
+def _lacks_rights(error: TelegramError) -> bool:
+    return isinstance(error, BadRequest) and any(s in error.message.lower() for s in _NO_RIGHTS)
+
+
+def _refused(error: TelegramError) -> bool:
+    """Whether the chat will keep refusing (Bot API: 403, or a 400 for rights or a chat gone)."""
+    if isinstance(error, Forbidden):
+        return True
+    return _lacks_rights(error) or (isinstance(error, BadRequest)
+                                    and any(s in error.message.lower() for s in _GONE))
+
+
+def _privately(reply: Reply, reason: TelegramError) -> Reply:
+    """``reply`` for the user's private chat, opening with why it is not in the group."""
+    if _lacks_rights(reason):
+        why = ("I'm not allowed to post this in the group (a group admin can change my permissions), "
+               "so here it is privately.")
+    else:
+        why = "I can't post in the group any more, so here it is privately."
+    return replace(reply, text=f"{why}\n\n{reply.text}")
