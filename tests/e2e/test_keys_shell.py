@@ -157,21 +157,25 @@ async def test_bad_keys_are_refused_and_never_stored(shell, openai, database_url
     _, state = openai
     records = await shell(
         "/keys add openai\nsk-proj-NotARealKey00000000000000000000000\n"  # refused by OpenAI
-        f"/keys add openai {USER_KEY}\n{USER_KEY}\n"  # a key typed where the label goes
-        "/keys add nowhere\nwhatever\n"
-        "/keys add offline\nwhatever\n"
+        # A key typed where the label goes: refused before the key is asked for, so the next
+        # line is read as a command (a prompt), and refused as a key too.
+        f"/keys add openai {USER_KEY}\n{USER_KEY}\n"
+        "/keys add nowhere\n"  # refused before asking: nothing waits for a key line
+        "/keys add offline\n"
         f"/keys add openai\n{USER_KEY}\n/keys add openai again\n{USER_KEY}\n"  # the same key twice
         "/keys remove stability\n/keys test\n"
     )
     texts = [r["text"] for r in records]
     assert "openai refused that key, so I did not store it" in texts[0]
-    assert "That label looks like a key" in texts[1]
-    assert "There is no provider 'nowhere'" in texts[2]
-    assert "There is no provider 'offline'" in texts[3]
-    assert "Stored your openai key" in texts[4]
-    assert "You already added that key: #" in texts[5]
-    assert "You have no key 'stability'" in texts[6]
-    assert "openai …WXYZ: works." in texts[7]
+    assert "That looks like an OpenAI or Stability AI API key; it was not saved" in texts[1]
+    assert "That looks like an OpenAI or Stability AI API key; it was not saved" in texts[2]
+    assert records[2]["command"] == "imagine"
+    assert "There is no provider 'nowhere'" in texts[3]
+    assert "There is no provider 'offline'" in texts[4]
+    assert "Stored your openai key" in texts[5]
+    assert "You already added that key: #" in texts[6]
+    assert "You have no key 'stability'" in texts[7]
+    assert "openai …WXYZ: works." in texts[8]
     assert len(await read(database_url, select(ApiKey.id))) == 1
     assert not any(r.path.endswith("/images/generations") for r in state.requests)
 
@@ -307,3 +311,24 @@ async def test_own_keys_work_for_the_new_providers(shell, new_providers, provide
     assert records[-1]["data"]["balance"] == 50
     seen = new_providers["states"][provider].requests
     assert all(r.headers.get("Authorization") == f"Bearer {key}" for r in seen if "/files/" not in r.path)
+
+
+async def test_a_refused_keys_add_never_takes_the_next_piped_line(tmp_path: Path, database_url: str) -> None:
+    """In a real process: ``/keys add nosuchprovider`` is refused before a key is asked for, so
+    the next piped line runs as the command it is instead of being swallowed as the key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIOBOT_")}
+    env.update(STUDIOBOT_DATABASE_URL=database_url, STUDIOBOT_MASTER_KEYS=MASTER)
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "studiobot", "run", "--json", "--user", "ada"],
+        input="/keys add nosuchprovider\n/credits\n/keys add\n/keys add offline\n/credits\n",
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["command"] for r in records] == ["keys", "credits", "keys", "keys", "credits"]
+    assert "There is no provider 'nosuchprovider'" in records[0]["text"]
+    assert records[1]["data"]["balance"] == 50
+    assert "Which provider is the key for?" in records[2]["text"]
+    assert "There is no provider 'offline'" in records[3]["text"]
+    assert records[4]["data"]["balance"] == 50
+    assert "Paste" not in done.stderr  # no key was ever asked for

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from studiobot.scheduler.notify import Undeliverable  # raised by Outbox.deliver
+from studiobot.scheduler.notify import Undeliverable  # noqa: F401  (re-exported: Outbox.deliver raises it)
 
 if TYPE_CHECKING:
     from studiobot.commands.deps import Deps
@@ -195,6 +195,10 @@ def _default(spec: CommandSpec, name: str) -> str:
 #: Suggests values for a parameter as the user types (Discord autocomplete), given the arguments
 #: typed so far (raw text, possibly partial) and the text of the parameter being typed.
 Suggest = Callable[[Mapping[str, Any], str, "Deps"], Sequence[str]]
+#: Validates a parameter's converted value against the configuration, given every converted
+#: argument and the handler dependencies; raises ``BadInput`` (e.g. ``/keys add`` names a provider
+#: that takes personal keys).
+Check = Callable[[Any, Mapping[str, Any], "Deps"], None]
 Where = Literal["anywhere", "dm", "group"]
 Who = Literal["anyone", "admin", "operator"]
 
@@ -220,6 +224,9 @@ class Param:
             never a slash option that would show in the channel) and never echo it.
         ask_when: For a secret needed only by one form of the command, ``(parameter, value)``:
             it is collected only when that argument has that value (``("action", "add")``).
+        check: Further validation against the configuration, run by the dispatcher after
+            conversion (also when the value is absent) and before any secret is collected
+            (``Dispatcher.admit``), so a command that will be refused never asks for a key.
     """
 
     name: str
@@ -236,6 +243,7 @@ class Param:
     suggest: Suggest | None = None
     secret: bool = False
     ask_when: tuple[str, str] | None = None
+    check: Check | None = None
 
 
 @dataclass(frozen=True, slots=True)

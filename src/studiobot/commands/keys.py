@@ -9,30 +9,54 @@ it and cost no credits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from studiobot.commands.contract import Invocation, Param, Reply
 from studiobot.commands.deps import Deps
 from studiobot.errors import BadInput, NotFound
 from studiobot.providers.base import Provider, ProviderKey
 from studiobot.providers.errors import AuthError, ProviderError, QuotaExhausted
-from studiobot.providers.keyshapes import looks_like_key
 from studiobot.vault.store import ACTIVE, INVALID, DuplicateKey, StoredKey, Vault
 
 ACTIONS = ("list", "add", "remove", "test")
 #: Longest key accepted; real ones are well under 200 characters.
 MAX_KEY_CHARS = 500
 MAX_LABEL_CHARS = 40  # api_keys.label
+_NO_VAULT = "Personal API keys are not enabled on this bot; the operator has not set a master key."
 
 
 def _providers(_typed: object, current: str, deps: Deps) -> list[str]:
     return [n for n in deps.router.keyed_names if n.startswith(current.strip().lower())]
 
 
+def _check_add(provider: str | None, args: Mapping[str, Any], deps: Deps) -> None:
+    """``/keys add``: keys are enabled and the provider takes personal keys, checked before the key
+    is asked for (the dispatcher's ``admit``), so a refused command never swallows it.
+
+    Raises:
+        BadInput: No master key configured, no provider named, or one that takes no personal key.
+    """
+    if args.get("action") != "add":
+        return
+    if deps.vault is None:
+        raise BadInput(_NO_VAULT)
+    _keyed_provider(deps, provider)
+
+
+def _check_label(label: str | None, _args: Mapping[str, Any], _deps: Deps) -> None:
+    if label is not None and len(label) > MAX_LABEL_CHARS:
+        raise BadInput(f"Labels are at most {MAX_LABEL_CHARS} characters; nothing was stored.")
+
+
 PARAMS = (
     Param("action", str, "add, list, remove or test", positional=True, choices=ACTIONS, default="list"),
     Param("provider", str, "Which provider (or, for remove and test, a key's label or #number)",
-          positional=True, max_value=40, suggest=_providers),
-    # No length limit here: a key pasted where the label goes must reach the handler's warning.
-    Param("label", str, "A name for the key (add only)", positional=True),
+          positional=True, max_value=40, suggest=_providers, check=_check_add),
+    # No length limit for the platforms (a Discord option would refuse a pasted key silently): the
+    # dispatcher refuses a key typed here, unstored, and _check_label the rest, both before the key
+    # itself is asked for.
+    Param("label", str, "A name for the key (add only)", positional=True, check=_check_label),
     Param("key", str, "your API key", secret=True, ask_when=("action", "add"), max_value=MAX_KEY_CHARS),
 )
 
@@ -41,7 +65,7 @@ async def keys(inv: Invocation, deps: Deps) -> Reply:
     """Run ``/keys <action>``; every answer is private (ephemeral, or a direct message)."""
     vault = deps.vault
     if vault is None:
-        raise BadInput("Personal API keys are not enabled on this bot; the operator has not set a master key.")
+        raise BadInput(_NO_VAULT)
     user_id = await deps.users.user_id(inv.user)
     action = inv.args["action"] or "list"
     if action == "add":
@@ -58,12 +82,6 @@ async def keys(inv: Invocation, deps: Deps) -> Reply:
 async def _add(inv: Invocation, deps: Deps, vault: Vault, user_id: int) -> str:
     provider = _keyed_provider(deps, inv.args["provider"])
     label = (inv.args["label"] or "").strip()
-    if looks_like_key(label):
-        raise BadInput("That label looks like a key. Labels are shown in lists, so nothing was stored: "
-                       f"send /keys add {provider.name} alone and paste the key when I ask for it. "
-                       "Treat that key as leaked if anyone could see it.")
-    if len(label) > MAX_LABEL_CHARS:
-        raise BadInput(f"Labels are at most {MAX_LABEL_CHARS} characters; nothing was stored.")
     secret = (inv.args.get("key") or "").strip()
     if not secret:
         raise BadInput(f"Send the key itself: /keys add {provider.name} opens a private prompt for it.")
@@ -142,7 +160,7 @@ def _one(stored: list[StoredKey], which: str | None, verb: str) -> StoredKey:
     if not which:
         raise BadInput(f"Which key? /keys {verb} <provider, label or #number>; /keys list shows them.")
     which = which.strip()
-    if which.startswith("#") and which[1:].isdigit():
+    if which.startswith("#") and which[1:].isascii() and which[1:].isdigit():
         matches = [k for k in stored if k.id == int(which[1:])]
     else:
         matches = [k for k in stored if k.label == which] or [k for k in stored if k.provider == which.lower()]

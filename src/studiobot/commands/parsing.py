@@ -113,19 +113,45 @@ def convert_args(spec: CommandSpec, raw: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
+#: Whole numbers as typed: ASCII digits only. Python's int() also takes other scripts' digits
+#: ("٣", "３") and underscores, which would reach the database as numbers nobody meant to type.
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+#: Every int parameter is stored or compared in a BIGINT column (PostgreSQL and SQLite: signed
+#: 64-bit); a larger number would fail in the driver instead of being refused here.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _convert(spec: CommandSpec, param: Param, value: Any) -> Any:
     if param.kind is int:
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            raise BadInput(f"{param.name} must be a whole number, not '{str(value)[:20]}'.") from None
-        _check_range(param, number, number)
-        return number
+        return _integer(param, value)
     text = str(value).strip()
     if param.choices and text.lower() not in param.choices:
         raise BadInput(f"{param.name} must be one of: {', '.join(param.choices)}.")
     _check_range(param, len(text), text)
     return text.lower() if param.choices else text
+
+
+def _integer(param: Param, value: Any) -> int:
+    """An int parameter's value: ASCII digits with an optional sign, within signed 64 bits.
+
+    Raises:
+        BadInput: Not a whole number, written with other digits than 0-9, beyond 64 bits, or
+            out of the parameter's range.
+    """
+    text = str(value).strip()
+    shown = text if len(text) <= 24 else text[:24] + "…"
+    if not _INTEGER.fullmatch(text):
+        if re.fullmatch(r"[+-]?\d+", text):  # digits of another script, or full-width ones
+            raise BadInput(f"{param.name} must be written with the digits 0-9, not '{shown}'.")
+        raise BadInput(f"{param.name} must be a whole number, not '{text[:20]}'.")
+    # Checked on the text: int() of thousands of digits is slow (and refused above 4,300).
+    if len(text.lstrip("+-").lstrip("0")) > 19 or not INT64_MIN <= int(text) <= INT64_MAX:
+        limit = f"too small (the limit is {INT64_MIN})" if text.startswith("-") else (
+            f"too large (the limit is {INT64_MAX})")
+        raise BadInput(f"{shown} is not a valid {param.name}: it is {limit}.")
+    number = int(text)
+    _check_range(param, number, number)
+    return number
 
 
 def _check_range(param: Param, measure: int, shown: Any) -> None:

@@ -37,6 +37,10 @@ def toggle_favorites(conn: Connection, user_id: int, asset_ids: Sequence[int]) -
 
     Returns:
         True when they are favourites now, False when they were removed.
+
+    A double tap is harmless: a favourite inserted meanwhile by a concurrent transaction is
+    skipped (``ON CONFLICT DO NOTHING``; PostgreSQL waits for it to commit) rather than raising
+    a duplicate-key error.
     """
     existing = set(
         conn.execute(
@@ -51,8 +55,9 @@ def toggle_favorites(conn: Connection, user_id: int, asset_ids: Sequence[int]) -
         )
         return False
     now = utcnow()
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(
-        insert(Favorite),
+        dialect_insert(Favorite).on_conflict_do_nothing(index_elements=[Favorite.user_id, Favorite.asset_id]),
         [{"user_id": user_id, "asset_id": a, "created_at": now} for a in asset_ids if a not in existing],
     )
     return True

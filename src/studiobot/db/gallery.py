@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, false, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
@@ -178,7 +180,12 @@ def set_hidden(conn: Connection, job_id: int, community_id: int, hidden: bool) -
 
 
 def toggle_vote(conn: Connection, user_id: int, asset_ids: Sequence[int]) -> bool:
-    """Vote for ``asset_ids``, or take the votes back when all were already cast. True = voted."""
+    """Vote for ``asset_ids``, or take the votes back when all were already cast. True = voted.
+
+    A double tap is harmless: when two transactions both find no vote, the second one's insert
+    meets the first's row (PostgreSQL waits for it to commit) and does nothing, so both answer
+    "voted" and one row remains, instead of a duplicate-key error.
+    """
     existing = set(conn.execute(
         select(Vote.asset_id).where(Vote.user_id == user_id, Vote.asset_id.in_(asset_ids))
     ).scalars())
@@ -186,8 +193,9 @@ def toggle_vote(conn: Connection, user_id: int, asset_ids: Sequence[int]) -> boo
         conn.execute(delete(Vote).where(Vote.user_id == user_id, Vote.asset_id.in_(asset_ids)))
         return False
     now = utcnow()
-    conn.execute(insert(Vote), [{"asset_id": a, "user_id": user_id, "created_at": now}
-                                 for a in asset_ids if a not in existing])
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(dialect_insert(Vote).on_conflict_do_nothing(index_elements=[Vote.asset_id, Vote.user_id]),
+                 [{"asset_id": a, "user_id": user_id, "created_at": now} for a in asset_ids if a not in existing])
     return True
 
 

@@ -18,6 +18,11 @@ _SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"(?<![\w-])[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:[0-9a-f]{32}(?![\w-])"
     )),
     ("a Stripe secret key", re.compile(r"(?<![\w-])(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}")),
+    # Stripe endpoint secrets and Standard Webhooks ones (Replicate): whsec_ then base64.
+    ("a webhook signing secret", re.compile(r"(?<![\w-])whsec_[A-Za-z0-9+/=]{24,}")),
+    # KIE.ai keys are 32 hex digits, no prefix; both a digit and a letter are required so that
+    # a run of 32 digits (or of the letters a-f) is not taken for one.
+    ("a KIE.ai API key", re.compile(r"(?<![\w-])(?=[0-9a-fA-F]{0,31}[0-9])(?=[0-9a-fA-F]{0,31}[a-fA-F])[0-9a-fA-F]{32}(?![\w-])")),
     ("a Telegram bot token", re.compile(r"(?<![\w:])\d{6,12}:AA[A-Za-z0-9_-]{30,}")),
     ("a Discord bot token", re.compile(r"(?<![\w.-])[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,}")),
 )

@@ -108,7 +108,7 @@ class ShellAdapter:
         self._settle = settle_interval_s
 
     async def run(self) -> None:
-        """Serve until input ends (or ``/quit``), then wait for outstanding shell jobs."""
+        """Serve until input ends (or ``/quit``), then wait for this user's outstanding jobs."""
         interactive = self._stdin.isatty()
         wait_each = not interactive if self._wait_each is None else self._wait_each
         lines = self._lines(interactive)
@@ -137,7 +137,11 @@ class ShellAdapter:
             spec = raw = None
         if spec is None or raw is None:  # the dispatcher explains what is wrong with the line
             return await self._dispatcher.dispatch_text(self._user, TERMINAL, text, invocation_id=uuid.uuid4().hex)
-        for param in (p for p in spec.secrets_for(raw) if p.name not in raw):
+        missing = [p for p in spec.secrets_for(raw) if p.name not in raw]
+        refusal = await self._dispatcher.admit(self._user, TERMINAL, spec.name, raw) if missing else None
+        if refusal is not None:  # refused whatever the secret: the next line stays a command
+            return spec.name, refusal
+        for param in missing:
             print(f"Paste {param.description or param.name} and press Enter"
                   + (" (it is not shown):" if interactive else ":"), file=sys.stderr, flush=True)
             with _no_echo(self._stdin if interactive else None):
@@ -153,8 +157,10 @@ class ShellAdapter:
             await asyncio.sleep(self._settle)
 
     async def _settle_jobs(self) -> None:
+        """Wait until this user's jobs are delivered (other people's shells wait for theirs)."""
+        me = await self._dispatcher.deps.users.user_id(self._user)
         announced = False
-        while (open_jobs := await lifecycle.open_jobs_count(self._db, PLATFORM)) > 0:
+        while (open_jobs := await lifecycle.open_jobs_count(self._db, PLATFORM, me)) > 0:
             if not announced:
                 print(f"waiting for {open_jobs} job(s) to finish…", file=sys.stderr, flush=True)
                 announced = True
