@@ -22,6 +22,9 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 import httpx
+from PIL import Image
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from studiobot.billing.catalogue import Catalogue
 from studiobot.billing.gateway import PaymentsUnavailable, StripeGateway
@@ -38,6 +41,8 @@ from studiobot.commands.users import UserDirectory
 from studiobot.config import Settings
 from studiobot.db.engine import Database
 from studiobot.db.migrate import upgrade
+from studiobot.errors import UserError
+from studiobot.media.download import safe_client
 from studiobot.media.store import LocalStore
 from studiobot.providers.base import Provider
 from studiobot.providers.offline import OfflineProvider
@@ -171,12 +176,68 @@ async def open_vault(settings: Settings, db: Database) -> Vault | None:
     return vault
 
 
+class DatabaseUnavailable(UserError):
+    """The configured database cannot be opened: unreachable, refusing us, or no such file.
+
+    The message names ``STUDIOBOT_DATABASE_URL`` and shows the URL with its password hidden.
+
+    Attributes:
+        exit_status: For the command line: 2 when the URL itself is malformed, else 1.
+    """
+
+    def __init__(self, message: str, *, exit_status: int = 1) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
 async def open_database(settings: Settings) -> Database:
-    """The configured database, its schema upgraded to the latest migration."""
+    """The configured database, its schema upgraded to the latest migration.
+
+    Raises:
+        DatabaseUnavailable: The URL is malformed or the first connection fails (refused,
+            unreachable, wrong password, missing database or folder).
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    url = settings.resolved_database_url
+    try:
+        db = Database(url, sqlite_synchronous=settings.sqlite_synchronous)
+    except (SQLAlchemyError, ValueError) as error:
+        raise DatabaseUnavailable(f"STUDIOBOT_DATABASE_URL is not a usable database URL ({type(error).__name__}); "
+                                  "e.g. postgresql+asyncpg://user:password@host:5432/studiobot",
+                                  exit_status=2) from None
+    try:
+        # One connection first, so a connection failure is told as such, never as a migration's.
+        async with db.engine.connect():
+            pass
+    except (OSError, SQLAlchemyError) as error:
+        await db.dispose()
+        check = "its folder exists" if db.engine.dialect.name == "sqlite" else "the server is running"
+        raise DatabaseUnavailable(
+            f"cannot open the database {_redacted(url)}: {_reason(error, url)}. "
+            f"Check STUDIOBOT_DATABASE_URL and that {check}."
+        ) from None
     await upgrade(db)
     return db
+
+
+def _redacted(url: str) -> str:
+    """``url`` with its password shown as ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return "(unparsable URL)"
+
+
+def _reason(error: BaseException, url: str) -> str:
+    """The driver's one-line reason for a failed connection, with the URL's password removed
+    (drivers' messages should not carry it; this makes sure)."""
+    cause = getattr(error, "orig", None) or error
+    text = (getattr(cause, "strerror", None) or str(cause) or type(cause).__name__).splitlines()[0]
+    try:
+        password = make_url(url).password
+    except SQLAlchemyError:
+        password = None
+    return text.replace(str(password), "***") if password else text
 
 
 async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: Database | None = None) -> App:
@@ -195,7 +256,9 @@ async def build_app(settings: Settings, outboxes: Mapping[str, Outbox], *, db: D
                     fallbacks=settings.fallbacks)
     vault = await open_vault(settings, db)
     keys = Keyring(router, vault, KeyNotices(db, outboxes))
-    http = httpx.AsyncClient(follow_redirects=True, max_redirects=3, timeout=settings.download_timeout_s)
+    # Pillow's own decompression-bomb limit, for every image opened in this process.
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    http = safe_client(allow=settings.download_allow_networks, timeout=settings.download_timeout_s)
     communities = Communities(db, settings)
     presenter = JobPresenter(db, store, outboxes, communities)
     notifier = Notifier(db, presenter, presenter.platforms, max_delivery_attempts=settings.delivery_attempts,
@@ -280,7 +343,10 @@ def web_server(settings: Settings, app: App) -> WebServer:
     """The web server with the routes every process serves: Stripe's when it is configured,
     providers' webhooks when there is a public URL to give them, and the public web gallery when
     it is switched on."""
-    server = WebServer(settings.web_host, settings.web_port)
+    server = WebServer(
+        settings.web_host, settings.web_port, header_timeout_s=settings.web_header_timeout_s,
+        body_timeout_s=settings.web_body_timeout_s, max_connections=settings.web_max_connections,
+    )
     if app.billing.selling or app.billing.receiving:
         add_stripe_routes(server, app.billing)
     if settings.public_url is not None:
@@ -304,13 +370,16 @@ async def run_shell(
 
     console = ShellConsole(stdout, json_mode=json_mode)
     app = await build_app(settings, {PLATFORM: console})
+    me = UserRef(PLATFORM, user, user)
+    # Other people's shells may share the database: this terminal prints only this user's jobs.
+    app.notifier.deliver_only_to(await app.dispatcher.deps.users.user_id(me))
     web = web_server(settings, app) if app.billing.receiving or settings.public_url or settings.web_gallery else None
     try:
         if web is not None:
             await web.start()  # Stripe's and providers' webhooks reach the shell's jobs too
         app.runner.start()
         adapter = ShellAdapter(
-            app.dispatcher, app.db, console, user=UserRef(PLATFORM, user, user), stdin=stdin,
+            app.dispatcher, app.db, console, user=me, stdin=stdin,
             wait_each=wait_each,
         )
         await adapter.run()

@@ -1,23 +1,112 @@
-"""Command line: ``studiobot run | shell | worker | db upgrade | admin grant|ledger|stats | keys``."""
+"""Command line: ``studiobot run | shell | worker | db upgrade | admin grant|ledger|stats | keys``.
+
+Known failures at start (malformed settings, a refused platform token, an unreachable database, a
+chart path in a missing folder) print one line ``studiobot: <what to fix>`` to stderr, never a
+traceback or a secret, and exit 1 (run time) or 2 (configuration or command line).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import json
 import logging
+import re
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
+from pydantic_settings import SettingsError
 
 from studiobot import __version__
 from studiobot.config import Settings
 from studiobot.errors import UserError
 
 T = TypeVar("T")
+
+#: Exit statuses: 1 for a failure at run time, 2 for something to fix in the configuration or
+#: the command line (as argparse does).
+FAILED, MISCONFIGURED = 1, 2
+
+#: Platform libraries' start-up errors, by qualified class name (this module must not import
+#: discord or telegram: tests/unit/test_architecture.py), and what the operator should fix.
+#: Discord: a refused token is HTTP 401 on login (LoginFailure), or gateway close code 4004.
+_DISCORD_TOKEN = ("Discord refused the bot token: set STUDIOBOT_DISCORD_TOKEN (or DISCORD_TOKEN) to "
+                  "the token on the Bot page of the Discord Developer Portal.")
+_REFUSED_TOKEN = {
+    "discord.errors.LoginFailure": _DISCORD_TOKEN,
+    "telegram.error.InvalidToken": "Telegram refused the bot token: set STUDIOBOT_TELEGRAM_TOKEN (or "
+                                   "TELEGRAM_TOKEN) to the token @BotFather gave (/mybots, API Token).",
+}
+_GATEWAY_CLOSE = {
+    4004: _DISCORD_TOKEN,  # Authentication failed
+    4010: "Discord refused a shard id: check STUDIOBOT_DISCORD_SHARD_IDS and STUDIOBOT_DISCORD_SHARD_COUNT.",
+    4011: "Discord requires sharding for this bot: set STUDIOBOT_DISCORD_SHARD_COUNT.",
+}
+
+
+class ConfigurationError(UserError):
+    """Something the operator must fix in the settings or the command line (exit status 2)."""
+
+    exit_status = MISCONFIGURED
+
+
+def env_names(field: str) -> str:
+    """The environment variable(s) that set a Settings field, e.g. ``STUDIOBOT_DISCORD_TOKEN (or
+    DISCORD_TOKEN)``."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    names = [c for c in alias.choices if isinstance(c, str)] if isinstance(alias, AliasChoices) else []
+    names = names or [f"STUDIOBOT_{field.upper()}"]
+    return names[0] + (f" (or {', '.join(names[1:])})" if names[1:] else "")
+
+
+def settings_problem(error: ValidationError | SettingsError) -> str:
+    """One line naming the variable(s) to fix. Values are never shown: they may be secrets.
+
+    pydantic-settings raises ``SettingsError`` when a complex field (a list or mapping) is not
+    JSON, and ``ValidationError`` when a value has the wrong shape.
+    """
+    if isinstance(error, SettingsError):
+        match = re.search(r'field "(\w+)" from source "(\w+)"', str(error))
+        if match is None:
+            return "the settings could not be read; check .env and the STUDIOBOT_ variables."
+        field, source = match.groups()
+        where = " (in .env)" if source.startswith("DotEnv") else ""
+        cause = error.__cause__
+        why = f"is not valid JSON ({cause})" if isinstance(cause, json.JSONDecodeError) else "could not be read"
+        info = Settings.model_fields.get(field)
+        expected = f"; expected: {info.description}" if info is not None and info.description else ""
+        return f"{env_names(field)}{where} {why}{expected}"
+    parts = []
+    for problem in error.errors(include_input=False, include_url=False):
+        loc = [str(p) for p in problem["loc"]]
+        message = problem["msg"].removeprefix("Value error, ")
+        if loc:
+            inner = f" ({'.'.join(loc[1:])})" if loc[1:] else ""
+            parts.append(f"{env_names(loc[0])}{inner}: {message}")
+        else:
+            parts.append(message)
+    return "; ".join(parts)
+
+
+def start_problem(error: BaseException) -> tuple[str, int] | None:
+    """The line to print and the exit status for a known start-up failure, else None.
+
+    Raised deep inside a platform library (a refused token), these carry no secret here: the
+    library's own message is never printed (python-telegram-bot's InvalidToken quotes the token).
+    """
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in type(error).__mro__}
+    for name, message in _REFUSED_TOKEN.items():
+        if name in names:
+            return message, MISCONFIGURED
+    code = getattr(error, "code", None)
+    if "discord.errors.ConnectionClosed" in names and code in _GATEWAY_CLOSE:
+        return _GATEWAY_CLOSE[code], MISCONFIGURED
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,13 +170,19 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``studiobot`` console script. Returns the exit status."""
+    """Entry point of the ``studiobot`` console script.
+
+    Returns:
+        The exit status: 0, 1 for a failure at run time (a refusal, an unreachable database),
+        2 for configuration or command-line errors, 130 on Ctrl-C. Unknown errors propagate
+        (a traceback: a bug).
+    """
     args = _parser().parse_args(argv)
     try:
         settings = Settings()
-    except ValidationError as error:
-        print(f"studiobot: configuration error:\n{error}", file=sys.stderr)
-        return 2
+    except (ValidationError, SettingsError) as error:
+        print(f"studiobot: configuration error: {settings_problem(error)}", file=sys.stderr)
+        return MISCONFIGURED
     logging.basicConfig(
         level=settings.log_level.upper(),
         stream=sys.stderr,
@@ -115,7 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except UserError as error:
         print(f"studiobot: {error.message}", file=sys.stderr)
-        return 1
+        status: int = getattr(error, "exit_status", FAILED)
+        return status
+    except Exception as error:
+        known = start_problem(error)
+        if known is None:
+            raise
+        print(f"studiobot: {known[0]}", file=sys.stderr)
+        return known[1]
     return 0
 
 
@@ -123,6 +225,10 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> str:
     from studiobot.app import open_database
     from studiobot.commands import admin
 
+    if args.admin_command == "stats" and not args.chart.parent.is_dir():
+        # Checked before the report is made, so a typo costs nothing.
+        raise ConfigurationError(f"--chart {args.chart}: the folder {args.chart.parent} does not exist; "
+                                 "create it or choose another path.")
     db = await open_database(settings)
     try:
         if args.admin_command == "grant":
@@ -132,7 +238,11 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> str:
             from studiobot.commands.stats import usage_report
 
             report = await usage_report(db, None, days=args.days, title="studiobot")
-            args.chart.write_bytes(report.chart)
+            try:
+                args.chart.write_bytes(report.chart)
+            except OSError as error:
+                raise ConfigurationError(f"--chart {args.chart}: cannot write the chart there "
+                                         f"({error.strerror or type(error).__name__}).") from None
             return f"{report.text}\nchart: {args.chart}"
         return await admin.ledger_text(db, args.user, platform="shell", limit=args.limit)
     finally:
@@ -167,15 +277,10 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> str:
 
 
 async def _upgrade(settings: Settings) -> None:
-    from studiobot.db.engine import Database
-    from studiobot.db.migrate import upgrade
+    from studiobot.app import open_database
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    try:
-        await upgrade(db)
-    finally:
-        await db.dispose()
+    db = await open_database(settings)  # upgrades the schema
+    await db.dispose()
 
 
 def _login_name() -> str:
