@@ -120,13 +120,13 @@ class Notifier:
             return
         self._delivering.add(job_id)
         try:
-            await self._deliver(job_id)
+            await self._deliver(self._listener, job_id)
         finally:
             self._delivering.discard(job_id)
 
-    async def _deliver(self, job_id: int) -> None:
+    async def _deliver(self, listener: JobListener, job_id: int) -> None:
         try:
-            await self._listener.job_finished(job_id)  # type: ignore[union-attr]
+            await listener.job_finished(job_id)
         except Undeliverable as exc:
             log.warning("result of job %s cannot be delivered: %s", job_id, exc)
             await lifecycle.give_up_delivery(self._db, job_id, str(exc))
