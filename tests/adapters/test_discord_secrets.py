@@ -109,6 +109,14 @@ async def test_the_real_keys_command_opens_a_modal_only_to_add(
                 assert listing.response_type == DEFERRED_CHANNEL_MESSAGE  # no modal to list
                 assert listing.response["data"]["flags"] & EPHEMERAL
                 assert "You have no API keys" in edit.payload["content"]
+                # A provider that takes no key: refused at once, no modal asking for one.
+                wrong = await state.dispatch_interaction(
+                    state.slash_command("keys", {"action": "add", "provider": "nosuchprovider"}, guild_id=GUILD_ID))
+                edit = await state.wait_for(lambda c: c.route == "edit_original"
+                                            and c.params.get("token") == wrong.token)
+                assert wrong.response_type == DEFERRED_CHANNEL_MESSAGE
+                assert wrong.response["data"]["flags"] & EPHEMERAL
+                assert "There is no provider 'nosuchprovider'" in edit.payload["content"]
                 adding = await state.dispatch_interaction(
                     state.slash_command("keys", {"action": "add", "provider": "openai"}, guild_id=GUILD_ID))
                 await state.wait_until(lambda: adding.response_type is not None, 5, "the modal")

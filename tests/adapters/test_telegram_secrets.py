@@ -122,6 +122,11 @@ async def test_the_real_keys_command_asks_only_for_add_and_only_in_private(
             # /keys add in a group: directions to the private chat, nothing asked for there.
             _, sent = await said(group, "/keys@studiobot_test_bot add openai")
             assert sent[0][0] == GROUP_ID and "works only in private" in sent[0][1] and "t.me/" in sent[0][1]
+            # A provider that takes no key is refused before a key is asked for.
+            _, sent = await said(private, "/keys add nosuchprovider")
+            assert "There is no provider 'nosuchprovider'" in sent[0][1]
+            _, sent = await said(private, "a lighthouse at dusk")  # so this is a prompt, not a key
+            assert "is queued" in sent[0][1] or "is ready" in sent[0][1]
             # In private: asked for, checked with OpenAI, stored, and the message holding it deleted.
             _, sent = await said(private, "/keys add openai")
             assert sent[0][1].startswith("Send me your API key in your next message")

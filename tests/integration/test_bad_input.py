@@ -162,6 +162,27 @@ async def test_digits_other_than_0_to_9_are_refused(hub: Community) -> None:
     await assert_nothing_happened(hub, before)
 
 
+#: Free-text arguments the moderation commands read numbers from: "²" passes str.isdigit() yet
+#: int() refuses it, and a number past 64 bits once reached the database.
+ODD_NUMBERS = [
+    ("/mod limits per-hour ²", "Give a number or default"),
+    ("/mod limits per-hour " + TOO_BIG, "between 1 and"),
+    ("/mod stats ²", "Stats cover 1 to"),
+    ("/mod stats " + TOO_BIG, "Stats cover 1 to"),
+    ("/mod ban #² 3d spam", "There is no user #²"),
+    ("/mod ban #" + TOO_BIG, f"There is no user #{TOO_BIG}"),
+    ("/mod unban #" + JUST_OVER, f"There is no user #{JUST_OVER}"),
+]
+
+
+async def test_moderation_numbers_are_read_as_0_to_9_within_64_bits(hub: Community) -> None:
+    for line, needle in ODD_NUMBERS:
+        refused(await hub.run(line, admin=True), needle)
+    async with hub.app.db.read() as conn:
+        audited = (await conn.execute(text("SELECT count(*) FROM audit_log"))).scalar_one()
+    assert audited == 0  # nothing was changed, so nothing was recorded
+
+
 # Keys typed as prompts ------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from studiobot.billing import ledger, orders, passes
 from studiobot.commands.contract import Invocation, Param, Reply
 from studiobot.commands.deps import Deps
+from studiobot.commands.parsing import small_number
 from studiobot.commands.presenter import credits as fmt
 from studiobot.db import moderation, users
 from studiobot.db.engine import Database
@@ -43,8 +44,8 @@ async def find_user(db: Database, who: str, *, platform: str) -> tuple[int, str]
     who = who.strip()
     async with db.read() as conn:
         if who.startswith("#") and who[1:].isdigit():
-            user_id = int(who[1:])
-            if await users.display_name(conn, user_id) is None:
+            user_id = small_number(who[1:])
+            if user_id is None or await users.display_name(conn, user_id) is None:
                 raise NotFound(f"There is no user {who}.")
             return user_id, who
         mention = _MENTION.match(who)

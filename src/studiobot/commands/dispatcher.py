@@ -17,6 +17,7 @@ import logging
 import re
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from studiobot.commands.contract import ChatRef, CommandSpec, Invocation, Reply, UserRef
@@ -104,7 +105,7 @@ class Dispatcher:
             The refusal to show, or None when the command may go on to collect its secrets.
         """
         try:
-            await self._invocation(user, chat, name, raw_args, "", is_admin)
+            await self._invocation(user, chat, name, raw_args, "", is_admin, secrets_pending=True)
         except UserError as error:
             return _refusal(error)
         except Exception:
@@ -113,8 +114,10 @@ class Dispatcher:
 
     async def _invocation(
         self, user: UserRef, chat: ChatRef, name: str, raw_args: Mapping[str, Any], invocation_id: str,
-        is_admin: bool,
+        is_admin: bool, *, secrets_pending: bool = False,
     ) -> tuple[CommandSpec, Invocation]:
+        """The checked invocation of ``name``; with ``secrets_pending``, secret parameters not yet
+        given are left out of the checks (they are collected after ``admit``)."""
         spec = self._spec(name)
         screen_args(spec, raw_args)
         self._check_place(spec, user, chat, is_admin)
@@ -123,8 +126,12 @@ class Dispatcher:
             community = await self.deps.communities.of_chat(chat)
             await self.deps.guards.check_user(await self.deps.users.user_id(user),
                                               community.id if community else None)
-        args = convert_args(spec, raw_args)
-        for param in spec.params:
+        checked = spec
+        if secrets_pending:
+            later = {p.name for p in spec.secrets_for(raw_args)} - set(raw_args)
+            checked = replace(spec, params=tuple(p for p in spec.params if p.name not in later))
+        args = convert_args(checked, raw_args)
+        for param in checked.params:
             if param.check is not None:
                 param.check(args[param.name], args, self.deps)
         return spec, Invocation(

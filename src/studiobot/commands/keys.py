@@ -14,6 +14,7 @@ from typing import Any
 
 from studiobot.commands.contract import Invocation, Param, Reply
 from studiobot.commands.deps import Deps
+from studiobot.commands.parsing import small_number
 from studiobot.errors import BadInput, NotFound
 from studiobot.providers.base import Provider, ProviderKey
 from studiobot.providers.errors import AuthError, ProviderError, QuotaExhausted
@@ -160,8 +161,8 @@ def _one(stored: list[StoredKey], which: str | None, verb: str) -> StoredKey:
     if not which:
         raise BadInput(f"Which key? /keys {verb} <provider, label or #number>; /keys list shows them.")
     which = which.strip()
-    if which.startswith("#") and which[1:].isascii() and which[1:].isdigit():
-        matches = [k for k in stored if k.id == int(which[1:])]
+    if which.startswith("#") and (number := small_number(which[1:])) is not None:
+        matches = [k for k in stored if k.id == number]
     else:
         matches = [k for k in stored if k.label == which] or [k for k in stored if k.provider == which.lower()]
     if not matches:

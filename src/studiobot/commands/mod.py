@@ -22,6 +22,7 @@ from studiobot.commands.communities import LIMITS, NSFW_POLICIES, CommunityPolic
 from studiobot.commands.contract import Button, ChatRef, ImageRef, Invocation, Param, Reply
 from studiobot.commands.deps import Deps
 from studiobot.commands.guards import compile_term, parse_term
+from studiobot.commands.parsing import small_number
 from studiobot.commands.stats import usage_report
 from studiobot.db import gallery as db_gallery
 from studiobot.db import moderation
@@ -136,12 +137,10 @@ async def _limits(inv: Invocation, deps: Deps, community: CommunityPolicy | None
     if target:
         if target not in LIMITS:
             raise BadInput(f"The limits are {', '.join(LIMITS)}: /mod limits per-hour 20 (or default).")
-        value: int | None
-        if details.lower() == "default":
-            value = None
-        elif details.isdigit():
-            value = int(details)
-        else:
+        value = None if details.lower() == "default" else small_number(details)
+        if value is None and details.lower() != "default":
+            if details.isascii() and details.isdigit():  # too many digits to be a limit
+                raise BadInput(f"That limit must be between 1 and the operator's: /mod limits {target} 10.")
             raise BadInput(f"Give a number or default: /mod limits {target} 10.")
         policy = await deps.communities.change(policy.id, **{LIMITS[target]: value})
         await deps.db.run(moderation.audit, actor, "limits", target, details)
@@ -247,8 +246,8 @@ async def _audit(inv: Invocation, deps: Deps, community: CommunityPolicy | None,
 
 async def _stats(inv: Invocation, deps: Deps, community: CommunityPolicy | None, actor: Actor,
                  target: str, details: str) -> Reply:
-    days = int(target) if target.isdigit() else 30
-    if not 1 <= days <= MAX_STATS_DAYS:
+    days = small_number(target) if target else 30
+    if days is None or not 1 <= days <= MAX_STATS_DAYS:
         raise BadInput(f"Stats cover 1 to {MAX_STATS_DAYS} days: /mod stats 30.")
     title = "This community" if community else "The whole bot"
     report = await usage_report(deps.db, actor.community_id, days=days, title=title)

@@ -154,6 +154,18 @@ def _integer(param: Param, value: Any) -> int:
     return number
 
 
+def small_number(text: str) -> int | None:
+    """``text`` as a non-negative int when it is 1 to 18 ASCII digits, else None.
+
+    For numbers read out of free text (``/mod limits per-hour 20``, ``#12``): ``str.isdigit``
+    accepts "²", which ``int`` refuses, and 18 digits always fit the database's 64-bit integers.
+    """
+    return int(text) if _SMALL_NUMBER.fullmatch(text) else None
+
+
+_SMALL_NUMBER = re.compile(r"[0-9]{1,18}", re.ASCII)
+
+
 def _check_range(param: Param, measure: int, shown: Any) -> None:
     low, high = param.min_value, param.max_value
     if (low is not None and measure < low) or (high is not None and measure > high):

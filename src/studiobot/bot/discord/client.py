@@ -127,10 +127,19 @@ class StudioBot(discord.AutoShardedClient):
         """Run a slash command: defer, dispatch, show the Reply.
 
         A command with secret parameters first opens a modal for them (a modal must be the first
-        response, so it replaces the defer); its submission then runs the command ephemerally.
+        response, so it replaces the defer); its submission then runs the command ephemerally. A
+        command that will be refused anyway (``/keys add nosuchprovider``) is refused at once,
+        without a modal asking for a key it would not use.
         """
         secrets = spec.secrets_for(args)
         if secrets:
+            refusal = await self.dispatcher.admit(
+                _user(interaction), _chat(interaction), spec.name, args, is_admin=_is_admin(interaction)
+            )
+            if refusal is not None:
+                await self._serve(interaction, True, lambda: _at_once(refusal))
+                return
+
             async def submitted(submit: discord.Interaction, values: dict[str, str]) -> None:
                 await self._serve(
                     submit, True,
@@ -216,6 +225,10 @@ class StudioBot(discord.AutoShardedClient):
     async def on_app_command_error(self, interaction: discord.Interaction, error: Exception) -> None:
         """Log; the user already got an answer or a defer (the dispatcher never raises for them)."""
         log.exception("Discord command failed", exc_info=error)
+
+
+async def _at_once(reply: Reply) -> Reply:
+    return reply
 
 
 def _user(interaction: discord.Interaction) -> UserRef:

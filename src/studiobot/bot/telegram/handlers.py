@@ -227,6 +227,15 @@ class UpdateHandlers:
             return
         missing = [p for p in secrets if p.name not in raw]
         if missing:
+            # A command that will be refused anyway must not take the next message as its key.
+            assert message.from_user is not None
+            refusal = await self.dispatcher.admit(
+                user_ref(message.from_user), chat_ref(message.chat, message.message_id, thread_of(message)),
+                spec.name, raw,
+            )
+            if refusal is not None:
+                await self.sender.send(message.chat.id, refusal)
+                return
             # No secret in it: what was typed so far, to complete with the next message.
             await platform_state.put(self._db, _pending_key(message.chat.id), json.dumps(
                 {"command": spec.name, "raw": raw, "param": missing[0].name,
