@@ -38,7 +38,7 @@ from studiobot.db.engine import Database
 from studiobot.media.store import LocalStore
 from studiobot.scheduler import lifecycle
 from studiobot.scheduler.notify import Notifier
-from tests.adapters.test_telegram_bot import ADA, GROUP_ID, Harness
+from tests.adapters.test_telegram_bot import ADA, BOB, GROUP_ID, Harness
 from tests.doubles.telegram import TelegramCall, TelegramState, api_error, running_telegram
 
 BOT_NAME = "@studiobot_test_bot"
@@ -258,6 +258,43 @@ async def test_the_upgrade_service_message_records_the_move(bot: Harness, seen: 
         await other.outbox.deliver(ChatRef("telegram", str(BASIC_GROUP_ID), "group", str(BASIC_GROUP_ID)),
                              Reply("Job #2 is cancelled."), recipient=str(ADA))
     assert [(c.method, c.params.get("chat_id")) for c in tg.calls[mark:]] == [("sendMessage", new["id"])]
+
+
+async def said(bot: Harness, chat: dict[str, Any], user: dict[str, Any], line: str, words: str) -> str:
+    """``line`` said in group ``chat`` by ``user``; the text of the answer holding ``words``."""
+    mark = len(bot.tg.calls)
+    bot.say(chat, user, line.replace(" ", f"{BOT_NAME} ", 1))
+    answer = await bot.call(lambda c: c in bot.tg.calls[mark:] and c.ok and c.method == "sendMessage"
+                            and c.params["chat_id"] == chat["id"] and words in c.params["text"])
+    return str(answer.params["text"])
+
+
+@pytest.mark.parametrize("supergroup_used_first", [False, True])
+async def test_an_upgraded_group_keeps_its_admins_choices(bot: Harness, supergroup_used_first: bool) -> None:
+    tg = bot.tg
+    bob = tg.user(BOB, "Bob", "bob")
+    old = tg.group_chat(BASIC_GROUP_ID, "Sketchers")
+    tg.set_admins(BASIC_GROUP_ID, [BOB])
+    await said(bot, old, bob, "/mod blocklist add dragon", "Blocked")
+    await said(bot, old, bob, "/mod limits per-hour 3", "Limits here")
+    await said(bot, old, bob, "/mod channel set", f"posted to telegram channel {BASIC_GROUP_ID}")
+    new = tg.upgrade_to_supergroup(BASIC_GROUP_ID)
+    if supergroup_used_first:  # a command in the supergroup before the move is seen: two rows to merge
+        await said(bot, new, bob, "/mod limits per-user 2", "Limits here")
+    for update in tg.migration_updates(BASIC_GROUP_ID, bot.ada):
+        tg.push_update(update)
+    async with other_process(bot) as other:
+        key = f"telegram:migrated:{BASIC_GROUP_ID}"
+        await eventually(lambda: platform_state.get(other.db, key), "the move recorded")
+    refusal = await said(bot, new, bot.ada, "/imagine a dragon over the bay", "blocked")
+    assert "dragon" in refusal and "Something went wrong" not in refusal
+    limits = await said(bot, new, bob, "/mod limits", "Limits here")
+    assert "3 jobs per user per hour" in limits
+    if supergroup_used_first:
+        assert "2 in progress per user" in limits  # the supergroup's own choice is kept too
+    audit = await said(bot, new, bob, "/mod audit", "blocklist")
+    assert "dragon" in audit
+    await said(bot, new, bob, "/mod channel", f"posted to telegram channel {new['id']}")  # the gallery moved too
 
 
 # Nobody to tell, and errors worth retrying ------------------------------------------------------

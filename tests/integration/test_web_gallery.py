@@ -24,7 +24,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from studiobot.db import users
-from studiobot.db.assets import ensure_community
+from studiobot.db.communities import ensure_community
 from studiobot.db.engine import Database
 from studiobot.db.models import Asset, Job
 from studiobot.media.images import clean_image, thumbnail

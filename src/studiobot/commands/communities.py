@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from studiobot.commands.contract import ChatRef
 from studiobot.config import Settings
-from studiobot.db.assets import ensure_community
+from studiobot.db.communities import ensure_community
 from studiobot.db.engine import Database
 from studiobot.db.models import Community
 from studiobot.errors import BadInput
@@ -91,6 +91,11 @@ class Communities:
                 self._ids.clear()
             self._ids[key] = community_id
         return await self.get(community_id)
+
+    def forget(self) -> None:
+        """Read every community afresh (after this process moved one to a new platform id)."""
+        self._ids.clear()
+        self._cache.clear()
 
     async def get(self, community_id: int) -> CommunityPolicy:
         """The policy of community ``community_id`` (which must exist)."""

@@ -13,23 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from studiobot.db.models import Asset, Community, Favorite, JobEvent, utcnow
-
-
-def ensure_community(conn: Connection, platform: str, platform_community_id: str) -> int:
-    """The id of the community (Discord guild, Telegram group), created on first use."""
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(
-        dialect_insert(Community)
-        .values(platform=platform, platform_community_id=platform_community_id, name="",
-                settings={}, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["platform", "platform_community_id"])
-    )
-    return conn.execute(
-        select(Community.id).where(
-            Community.platform == platform, Community.platform_community_id == platform_community_id
-        )
-    ).scalar_one()
+from studiobot.db.models import Asset, Favorite, JobEvent, utcnow
 
 
 def toggle_favorites(conn: Connection, user_id: int, asset_ids: Sequence[int]) -> bool:
@@ -143,5 +127,5 @@ def release_files(conn: Connection, keys: Sequence[str], remove: Callable[[str],
 
 
 __all__ = [
-    "delete_job_assets", "ensure_community", "lock_files", "release_files", "share_job", "toggle_favorites",
+    "delete_job_assets", "lock_files", "release_files", "share_job", "toggle_favorites",
 ]

@@ -110,11 +110,16 @@ class UpdateHandlers:
 
     async def _migrated(self, message: Message) -> None:
         """Telegram Bot API: a basic group upgraded to a supergroup posts ``migrate_to_chat_id`` in
-        the old chat and ``migrate_from_chat_id`` in the new one; either records the move."""
+        the old chat and ``migrate_from_chat_id`` in the new one; either records the move and
+        carries the group's community over (a move found by a refused send is seen by the caches
+        within their few seconds)."""
         if message.migrate_to_chat_id:
             await self.outbox.remember_migration(message.chat.id, message.migrate_to_chat_id)
         elif message.migrate_from_chat_id:
             await self.outbox.remember_migration(message.migrate_from_chat_id, message.chat.id)
+        # The group's settings, bans and terms now belong to the supergroup's community row.
+        self.dispatcher.deps.communities.forget()
+        self.dispatcher.deps.guards.forget()
 
     async def _run(self, message: Message, text: str, raw: dict[str, Any] | None = None) -> None:
         """Run command line ``text``, or command ``text`` with arguments ``raw`` when given."""

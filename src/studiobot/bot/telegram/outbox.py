@@ -40,8 +40,10 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, Tele
 
 from studiobot.bot.telegram.limits import EditPacer
 from studiobot.bot.telegram.render import Sender, Sent
+from studiobot.bot.telegram.translate import PLATFORM
 from studiobot.commands.contract import ChatRef, Reply, Undeliverable
 from studiobot.db import platform_state
+from studiobot.db.communities import move_community
 from studiobot.db.engine import Database
 from studiobot.scheduler import lifecycle
 
@@ -150,12 +152,14 @@ class TelegramOutbox:
 
     async def remember_migration(self, old_chat_id: int, new_chat_id: int) -> None:
         """Record that basic group ``old_chat_id`` became supergroup ``new_chat_id``, for every
-        process (``platform_state`` key ``telegram:migrated:<old id>``)."""
+        process (``platform_state`` key ``telegram:migrated:<old id>``), and move the group's
+        community (settings, bans, gallery) to the new id, so its admins' choices still hold."""
         if self._moved.get(old_chat_id) == new_chat_id:
             return
         log.info("Telegram group %s is now supergroup %s", old_chat_id, new_chat_id)
-        self._moved[old_chat_id] = new_chat_id
+        await self._db.run(move_community, PLATFORM, str(old_chat_id), str(new_chat_id))
         await platform_state.put(self._db, _migrated_key(old_chat_id), str(new_chat_id))
+        self._moved[old_chat_id] = new_chat_id
 
     async def current_chat_id(self, chat_id: int) -> int:
         """``chat_id``, or the supergroup it became when it was a basic group since upgraded."""

@@ -1,0 +1,79 @@
+"""Community rows (Discord guilds, Telegram groups): created on first sight, moved when a
+Telegram group is upgraded.
+
+Transaction functions, synchronous, for ``Database.run``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from studiobot.db.models import Asset, AuditEntry, Ban, BlockedTerm, Community, Job, utcnow
+
+#: Every table that names a community: what a move carries over to the new row.
+_NAMING_A_COMMUNITY = (Job, Asset, Ban, BlockedTerm, AuditEntry)
+
+
+def ensure_community(conn: Connection, platform: str, platform_community_id: str) -> int:
+    """The id of the community (Discord guild, Telegram group), created on first use."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(
+        dialect_insert(Community)
+        .values(platform=platform, platform_community_id=platform_community_id, name="",
+                settings={}, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["platform", "platform_community_id"])
+    )
+    return conn.execute(
+        select(Community.id).where(
+            Community.platform == platform, Community.platform_community_id == platform_community_id
+        )
+    ).scalar_one()
+
+
+def move_community(conn: Connection, platform: str, old_id: str, new_id: str) -> int | None:
+    """A community now lives under another platform id (Telegram: a basic group upgraded to a
+    supergroup gets a new chat id, ``migrate_to_chat_id``). Its settings, bans, blocked terms,
+    audit log, jobs and gallery go with it.
+
+    When the new id already has a row (someone used the supergroup before the move was seen),
+    the old row is merged into it, the new row's own settings winning, and the old row deleted;
+    otherwise the old row is renamed. A gallery channel that was the old chat becomes the new one.
+
+    Returns:
+        The community's id under ``new_id``, or None when the old id was never seen (nothing moved).
+    """
+    old = conn.execute(
+        select(Community.id, Community.settings)
+        .where(Community.platform == platform, Community.platform_community_id == old_id)
+        .with_for_update()
+    ).one_or_none()
+    if old is None:
+        return None
+    new = conn.execute(
+        select(Community.id, Community.settings)
+        .where(Community.platform == platform, Community.platform_community_id == new_id)
+        .with_for_update()
+    ).one_or_none()
+    settings = _moved_settings({**(old.settings or {}), **(new.settings or {} if new else {})}, old_id, new_id)
+    if new is None:
+        conn.execute(update(Community).where(Community.id == old.id)
+                     .values(platform_community_id=new_id, settings=settings))
+        return old.id
+    for table in _NAMING_A_COMMUNITY:
+        conn.execute(update(table).where(table.community_id == old.id).values(community_id=new.id))
+    conn.execute(update(Community).where(Community.id == new.id).values(settings=settings))
+    conn.execute(delete(Community).where(Community.id == old.id))
+    return new.id
+
+
+def _moved_settings(settings: dict[str, Any], old_id: str, new_id: str) -> dict[str, Any]:
+    channel = settings.get("gallery_channel")
+    if isinstance(channel, dict) and str(channel.get("chat_id")) == old_id:
+        settings = {**settings, "gallery_channel": {**channel, "chat_id": new_id, "community_id": new_id}}
+    return settings
+
