@@ -22,7 +22,7 @@ from sqlalchemy import func, inspect, select, text
 from studiobot.app import run_shell
 from studiobot.commands.contract import Reply
 from studiobot.config import Settings
-from studiobot.db.models import Favorite, Job, Vote
+from studiobot.db.models import CollectionItem, Favorite, Job, Vote
 from tests.integration.community_app import ADA, BOB, GUILD, Community, community_app, dm
 
 TOO_BIG = "99999999999999999999"  # 20 digits: beyond signed 64 bits
@@ -263,3 +263,15 @@ async def test_concurrent_votes_and_favourites_of_one_image_never_fail(hub: Comm
         after = await hub.run(f"/{command} {job}", user=BOB)
         assert after.data[flag] is (rows == 0)
         assert await hub.scalar(select(func.count()).select_from(model)) == 1 - rows
+
+
+async def test_concurrent_adds_to_a_collection_never_fail(hub: Community) -> None:
+    """Twenty taps of /collection add at once: each image once, one "Added 3", the rest "Already in"."""
+    job = await hub.make("a lighthouse at dusk", n=3)
+    created = await hub.run("/collection create harbours", chat=dm(ADA))
+    assert created.data.get("collection") == "harbours", created.text
+    replies = await asyncio.gather(*(hub.run(f"/collection add harbours {job}", chat=dm(ADA)) for _ in range(20)))
+    for reply in replies:
+        assert reply.data.get("error") is None, reply.text
+    assert sum(r.data["changed"] for r in replies) == 3
+    assert await db_count(hub.app.db, CollectionItem) == 3

@@ -207,15 +207,22 @@ def create_collection(conn: Connection, owner_id: int, name: str) -> int:
 
 
 def add_to_collection(conn: Connection, collection_id: int, asset_ids: Sequence[int]) -> int:
-    """Add images to a collection (those already in it are skipped). Returns how many were added."""
-    present = set(conn.execute(select(CollectionItem.asset_id).where(
-        CollectionItem.collection_id == collection_id, CollectionItem.asset_id.in_(asset_ids))).scalars())
-    new = [a for a in asset_ids if a not in present]
-    if new:
-        now = utcnow()
-        conn.execute(insert(CollectionItem), [{"collection_id": collection_id, "asset_id": a, "created_at": now}
-                                              for a in new])
-    return len(new)
+    """Add images to a collection (those already in it are skipped). Returns how many were added.
+
+    A double tap is harmless: a row inserted meanwhile by a concurrent transaction is skipped
+    (``ON CONFLICT DO NOTHING``; PostgreSQL waits for it to commit) rather than raising.
+    """
+    if not asset_ids:
+        return 0
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    now = utcnow()
+    added = conn.execute(
+        dialect_insert(CollectionItem)
+        .values([{"collection_id": collection_id, "asset_id": a, "created_at": now} for a in dict.fromkeys(asset_ids)])
+        .on_conflict_do_nothing(index_elements=[CollectionItem.collection_id, CollectionItem.asset_id])
+        .returning(CollectionItem.asset_id)  # rowcount of a many-row insert is -1 on some drivers
+    )
+    return len(added.all())
 
 
 def remove_from_collection(conn: Connection, collection_id: int, asset_ids: Sequence[int]) -> int:
