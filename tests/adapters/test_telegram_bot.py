@@ -239,6 +239,30 @@ async def test_a_key_pasted_in_a_group_is_deleted_and_never_repeated(telegram_bo
     assert all(key not in text for text in tg.sent_texts())
 
 
+async def test_anonymous_admins_are_told_to_post_as_themselves_and_their_keys_deleted(telegram_bot: Harness) -> None:
+    bot, tg = telegram_bot, telegram_bot.tg
+    tg.set_admins(GROUP_ID, [BOB], bot_can_delete=True)
+    for line in ("/mod@studiobot_test_bot stats", "/imagine@studiobot_test_bot a garden"):
+        update = tg.anonymous_message_update(bot.group, line)
+        tg.push_update(update)
+        answer = await bot.call(lambda c: c.method == "sendMessage" and c.ok
+                                and c.params.get("reply_parameters", {}).get("message_id") == update["message"]["message_id"])
+        assert "I can't tell who sent /" in answer.params["text"] and "Remain anonymous" in answer.params["text"]
+    # A key is deleted whoever posts it.
+    key = "sk-proj-" + "Abc123Def456Ghi789Jkl012"
+    update = tg.anonymous_message_update(bot.group, f"our key is {key}")
+    tg.push_update(update)
+    warning = await bot.call(lambda c: c.method == "sendMessage" and "looked like" in c.params.get("text", ""))
+    assert (GROUP_ID, update["message"]["message_id"]) in tg.deleted_messages
+    assert warning.params["text"].startswith("Someone, that message")
+    # Plain chatter on behalf of a chat is left alone; nothing ran and nobody was charged.
+    tg.push_update(tg.anonymous_message_update(bot.group, "hello everyone"))
+    bot.say(bot.group, bot.ada, "/credits@studiobot_test_bot")
+    await bot.call(lambda c: c.method == "sendMessage" and "Balance" in c.params.get("text", ""))
+    assert not [c for c in tg.calls if "is queued" in str(c.params.get("text", ""))]
+    assert not tg.calls_to("sendPhoto")
+
+
 async def test_progress_edits_the_status_message_at_most_every_3_seconds_in_a_group(telegram_bot: Harness) -> None:
     bot, tg = telegram_bot, telegram_bot.tg
     await bot.stop()

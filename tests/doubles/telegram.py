@@ -572,6 +572,13 @@ class TelegramState(Watched):
                            entities=_command_entities(text) if text else None,
                            reply_to_message=_without_reply(target), **topic, **extra)
 
+    def anonymous_message_update(self, chat: Json, text: str, *, sender_chat: Json | None = None) -> Json:
+        """An Update with a message sent on behalf of a chat (Bot API, Message.sender_chat): by an
+        anonymous admin of ``chat`` (``sender_chat`` the group itself, the default) or by a linked
+        channel. ``from`` is the placeholder user Telegram puts there, GroupAnonymousBot."""
+        placeholder = {"id": 1087968824, "is_bot": True, "first_name": "Group", "username": "GroupAnonymousBot"}
+        return {"message": self.user_message(chat, placeholder, text, sender_chat=sender_chat or chat)}
+
     def message_update(self, chat: Json, user: Json, text: str, *, message_id: int | None = None,
                        reply_to: Json | int | None = None, thread_id: int | None = None) -> Json:
         """An Update carrying a new user message (see :meth:`user_message`); no ``update_id``

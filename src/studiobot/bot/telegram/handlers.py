@@ -82,7 +82,12 @@ class UpdateHandlers:
             await self._migrated(message)
             return
         user = message.from_user
-        if user is None or user.is_bot or message.chat.type == Chat.CHANNEL or not message.text:
+        if user is None or message.chat.type == Chat.CHANNEL or not message.text:
+            return
+        if message.sender_chat is not None:
+            await self._on_behalf_of_chat(message)
+            return
+        if user.is_bot:
             return
         private = message.chat.type == Chat.PRIVATE
         pending = await self._pending(message.chat.id) if private else None
@@ -107,6 +112,26 @@ class UpdateHandlers:
             await self._run(message, spec.name, raw)
         else:
             await self._run(message, line.text)  # the dispatcher explains what is wrong with it
+
+    async def _on_behalf_of_chat(self, message: Message) -> None:
+        """A message sent on behalf of a chat: an anonymous admin (``sender_chat`` is the group
+        itself) or a linked channel. Bot API, Message.sender_chat: ``from`` then holds a fake
+        user (GroupAnonymousBot, shared by every anonymous admin everywhere), so nobody can be
+        charged or checked as an admin. A key is still deleted; a command for us gets a way out.
+        """
+        pasted = looks_like_key(message.text or "")
+        if pasted is not None:
+            await self._refuse_pasted_key(message, pasted)
+            return
+        line = command_line(message, self.username)
+        if line is None:
+            return
+        name = line.text.split(maxsplit=1)[0]
+        sender = message.sender_chat.title if message.sender_chat is not None else None
+        await self.sender.send(message.chat.id, Reply(
+            f"I can't tell who sent {name}: it was posted on behalf of {sender or 'a chat'}. "
+            "Post as yourself to use me (admins: turn off \"Remain anonymous\" in your admin rights)."
+        ), reply_to=message.message_id, thread_id=thread_of(message))
 
     async def _migrated(self, message: Message) -> None:
         """Telegram Bot API: a basic group upgraded to a supergroup posts ``migrate_to_chat_id`` in
@@ -208,7 +233,7 @@ class UpdateHandlers:
                 deleted = True
             except TelegramError as error:
                 log.info("could not delete a pasted key in %s: %s", chat.id, error)
-        who = message.from_user.first_name if message.from_user else "Someone"
+        who = message.from_user.first_name if message.from_user and not message.sender_chat else "Someone"
         done = "so I deleted it" if deleted else "please delete it now (I may not delete messages here)"
         where = "Keys are only ever added in a private chat with me"
         if "keys" in self.dispatcher.commands:
