@@ -13,10 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from studiobot.db.models import Asset, AuditEntry, Ban, BlockedTerm, Community, Job, utcnow
-
-#: Every table that names a community: what a move carries over to the new row.
-_NAMING_A_COMMUNITY = (Job, Asset, Ban, BlockedTerm, AuditEntry)
+from studiobot.db.models import Base, Community, utcnow
 
 
 def ensure_community(conn: Connection, platform: str, platform_community_id: str) -> int:
@@ -64,8 +61,8 @@ def move_community(conn: Connection, platform: str, old_id: str, new_id: str) ->
         conn.execute(update(Community).where(Community.id == old.id)
                      .values(platform_community_id=new_id, settings=settings))
         return old.id
-    for table in _NAMING_A_COMMUNITY:
-        conn.execute(update(table).where(table.community_id == old.id).values(community_id=new.id))
+    for column in _naming_a_community():
+        conn.execute(update(column.table).where(column == old.id).values({column.name: new.id}))
     conn.execute(update(Community).where(Community.id == new.id).values(settings=settings))
     conn.execute(delete(Community).where(Community.id == old.id))
     return new.id
@@ -77,3 +74,9 @@ def _moved_settings(settings: dict[str, Any], old_id: str, new_id: str) -> dict[
         settings = {**settings, "gallery_channel": {**channel, "chat_id": new_id, "community_id": new_id}}
     return settings
 
+
+def _naming_a_community() -> list[Any]:
+    """Every column with a foreign key to ``communities.id`` (jobs, assets, bans, blocked terms,
+    the audit log, and any table added later): what a merge carries over."""
+    return [fk.parent for table in Base.metadata.sorted_tables for fk in table.foreign_keys
+            if fk.column.table.name == Community.__tablename__ and table.name != Community.__tablename__]
