@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image, ImageDraw
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from studiobot.db import users
@@ -314,11 +314,21 @@ async def test_media_are_the_stored_files_with_their_type_and_cache_headers(site
         thumb = await site.client.get(f"/media/thumb/{seeded.ids[label]}")
         assert thumb.headers["Content-Type"] == "image/webp"
         for answer in (full, thumb):
-            assert answer.headers["Cache-Control"] == "public, max-age=86400"
+            assert answer.headers["Cache-Control"] == "public, max-age=300"  # a private image leaves caches soon
+            assert answer.headers["ETag"]  # so a revalidation after that costs no body
             assert answer.headers["X-Content-Type-Options"] == "nosniff"
     head = await site.client.head(f"/media/full/{seeded.ids['pub1']}")
     assert head.status_code == 200
     assert int(head.headers["Content-Length"]) == len(seeded.images["pub1"])
+
+
+async def test_a_cached_image_made_private_is_refused_when_the_browser_revalidates(site: Site, db: Database) -> None:
+    asset_id = site.seeded.ids["pub2"]
+    url = f"/media/full/{asset_id}"
+    etag = (await site.client.get(url)).headers["ETag"]
+    assert (await site.client.get(url, headers={"If-None-Match": etag})).status_code == 304
+    await db.run(lambda conn: conn.execute(update(Asset).where(Asset.id == asset_id).values(visibility="private")))
+    assert (await site.client.get(url, headers={"If-None-Match": etag})).status_code == 404
 
 
 async def test_pages_carry_the_content_security_policy(site: Site) -> None:

@@ -31,8 +31,10 @@ _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'",
     "X-Content-Type-Options": "nosniff",
 }
+# Five minutes: an image made private or hidden must leave browsers and proxies soon (a request
+# after that revalidates, with the FileResponse's ETag, and meets the visibility check).
 _MEDIA_HEADERS = {
-    "Cache-Control": "public, max-age=86400",
+    "Cache-Control": "public, max-age=300",
     "X-Content-Type-Options": "nosniff",
 }
 # Ids are positive BIGINTs: anything longer than 19 digits or above 2**63-1 would make PostgreSQL
