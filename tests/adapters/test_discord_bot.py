@@ -17,6 +17,7 @@ from studiobot.app import build_app, run_platforms, run_worker
 from studiobot.commands import COMMANDS
 from studiobot.commands.contract import ChatRef, UserRef
 from studiobot.config import Settings
+from tests.adapters.stored import community_names
 from tests.doubles.discord import (
     API,
     CHANNEL_ID,
@@ -156,6 +157,7 @@ async def test_imagine_defers_at_once_then_edits_in_the_result_with_embed_file_a
     ]
     rows = [[c["custom_id"] for c in row["components"]] for row in message["components"]]
     assert rows[0] == ["sb:upscale 1 1", "sb:upscale 1 2"] and rows[1] == ["sb:vary 1 1", "sb:vary 1 2"]
+    assert (await community_names(discord_bot.settings.database_url))[str(GUILD_ID)] == "Test Guild"
 
 
 async def test_progress_edits_the_response_at_most_every_3_seconds_and_only_on_change(

@@ -22,6 +22,7 @@ from studiobot.app import build_app, run_platforms, run_worker
 from studiobot.commands import COMMANDS
 from studiobot.commands.contract import ChatRef, UserRef
 from studiobot.config import Settings
+from tests.adapters.stored import community_names
 from tests.doubles.telegram import TelegramCall, TelegramState, running_telegram
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # copied from the shared fixtures
@@ -158,6 +159,7 @@ async def test_in_a_group_commands_name_the_bot_and_several_images_come_as_an_al
     assert [label for label, _ in buttons(keyboard)][:4] == ["U1", "U2", "V1", "V2"]
     statuses = [c for c in tg.calls_to("sendMessage") if "is queued" in c.params.get("text", "")]
     assert len(statuses) == 1 and "red fox" in statuses[0].params["text"]  # one job, not two
+    assert (await community_names(bot.settings.database_url))[str(GROUP_ID)] == "Painters"  # the group's title
 
 
 async def test_plain_text_in_private_means_imagine_and_start_greets_or_follows_a_deep_link(

@@ -5,6 +5,7 @@ a private image unreachable by anyone else through every command and button."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 from studiobot.commands.contract import ChatRef
 from studiobot.commands.presenter import JobPresenter
 from studiobot.config import Settings
-from studiobot.db.models import Vote
+from studiobot.db.models import Community as CommunityRow, Vote
 from tests.integration.community_app import (
     ADA,
     BOB,
@@ -239,3 +240,19 @@ async def test_favourite_pages_go_older_and_newer_skipping_what_became_private(h
     assert item_ids(second) == expected[9:] and [b.label for b in second.buttons] == ["◀ Newer"]
     assert item_ids(await hub.run("/" + second.buttons[0].action)) == expected[:9]
     assert item_ids(await hub.run("/gallery favorites --page 2")) == expected[9:]
+
+
+async def test_a_community_is_known_by_the_name_its_platform_shows(hub: Community) -> None:
+    """The web gallery titles a community's page with ``communities.name``: kept as the platform
+    names the guild or group now, never blanked by a surface that does not say."""
+    async def stored_name() -> str:
+        return await hub.scalar(select(CommunityRow.name).where(CommunityRow.platform_community_id == "777"))
+
+    await hub.run("/gallery community", chat=replace(GUILD, community_name="Painters' Guild"))
+    assert await stored_name() == "Painters' Guild"
+    await hub.run("/gallery community", chat=replace(GUILD, community_name="Sculptors"))  # renamed on Discord
+    assert await stored_name() == "Sculptors"
+    await hub.run("/gallery community", chat=GUILD)
+    assert await stored_name() == "Sculptors"
+    await hub.run("/gallery community", chat=replace(GUILD, community_name="x" * 300))
+    assert await stored_name() == "x" * 100  # the column's width

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from studiobot.commands.contract import ChatRef
 from studiobot.config import Settings
-from studiobot.db.communities import ensure_community
+from studiobot.db.communities import ensure_community, rename_community
 from studiobot.db.engine import Database
 from studiobot.db.models import Community
 from studiobot.errors import BadInput
@@ -78,6 +78,7 @@ class Communities:
         self.ttl_s = ttl_s
         self._ids: dict[tuple[str, str], int] = {}
         self._cache: dict[int, tuple[float, CommunityPolicy]] = {}
+        self._names: dict[int, str] = {}
 
     async def of_chat(self, chat: ChatRef) -> CommunityPolicy | None:
         """The policy of the community ``chat`` belongs to; None in a private chat."""
@@ -90,12 +91,20 @@ class Communities:
             if len(self._ids) > 100_000:
                 self._ids.clear()
             self._ids[key] = community_id
+        name = (chat.community_name or "").strip()
+        if name and self._names.get(community_id) != name:
+            # Once per process, and again when the platform's name changes: not a write per command.
+            await self._db.run(rename_community, community_id, name)
+            if len(self._names) > 100_000:
+                self._names.clear()
+            self._names[community_id] = name
         return await self.get(community_id)
 
     def forget(self) -> None:
         """Read every community afresh (after this process moved one to a new platform id)."""
         self._ids.clear()
         self._cache.clear()
+        self._names.clear()
 
     async def get(self, community_id: int) -> CommunityPolicy:
         """The policy of community ``community_id`` (which must exist)."""

@@ -44,6 +44,8 @@ class ChatRef:
         thread_id: A topic inside the chat (Telegram forum topic ``message_thread_id``).
         age_restricted: The platform marks this channel as for adults (Discord's age-restricted
             channels); a community's NSFW policy may allow flagged images only there.
+        community_name: The guild's or group's name as the platform shows it now, when known;
+            kept in ``communities.name`` for the web gallery, never stored with a job.
     """
 
     platform: str
@@ -53,6 +55,7 @@ class ChatRef:
     reply_to: str | None = None
     thread_id: str | None = None
     age_restricted: bool = False
+    community_name: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form, stored as a job's origin."""

@@ -1,5 +1,5 @@
-"""Community rows (Discord guilds, Telegram groups): created on first sight, moved when a
-Telegram group is upgraded.
+"""Community rows (Discord guilds, Telegram groups): created on first sight, renamed as the
+platform renames them, moved when a Telegram group is upgraded.
 
 Transaction functions, synchronous, for ``Database.run``.
 """
@@ -30,6 +30,12 @@ def ensure_community(conn: Connection, platform: str, platform_community_id: str
             Community.platform == platform, Community.platform_community_id == platform_community_id
         )
     ).scalar_one()
+
+
+def rename_community(conn: Connection, community_id: int, name: str) -> None:
+    """Keep the community's name as the platform shows it (``communities.name``, 100 characters)."""
+    name = name[:100]
+    conn.execute(update(Community).where(Community.id == community_id, Community.name != name).values(name=name))
 
 
 def move_community(conn: Connection, platform: str, old_id: str, new_id: str) -> int | None:

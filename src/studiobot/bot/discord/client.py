@@ -246,6 +246,7 @@ def _chat(interaction: discord.Interaction) -> ChatRef:
         community_id=str(guild_id) if guild_id else None,
         reply_to=str(interaction.id),
         age_restricted=_age_restricted(interaction.channel),
+        community_name=interaction.guild.name if interaction.guild is not None else None,
     )
 
 

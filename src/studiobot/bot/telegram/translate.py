@@ -48,6 +48,7 @@ def chat_ref(chat: Chat, reply_to: int | None, thread_id: int | None = None) -> 
         community_id=None if private else str(chat.id),
         reply_to=str(reply_to) if reply_to is not None else None,
         thread_id=str(thread_id) if thread_id is not None else None,
+        community_name=None if private else chat.title,
     )
 
 
