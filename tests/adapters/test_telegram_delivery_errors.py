@@ -150,6 +150,25 @@ async def test_a_result_in_a_group_without_photo_rights_reaches_the_user_private
     assert len(photos_to(tg, GROUP_ID)) == 1 and len(photos_to(tg, ADA)) == 1  # never sent again
 
 
+async def test_a_group_that_refuses_the_bots_answers_gets_them_privately(bot: Harness) -> None:
+    tg = bot.tg
+    tg.restrict_bot(GROUP_ID, "can_send_messages", "can_send_photos")
+    bot.say(bot.group, bot.ada, f"/credits{BOT_NAME}")
+    balance = await bot.call(lambda c: c.method == "sendMessage" and c.ok and c.params["chat_id"] == ADA)
+    assert balance.params["text"].startswith("I'm not allowed to post this in the group")
+    assert "Balance" in balance.params["text"]
+    # A job asked for there: its "queued" answer, then its result, both privately, once each.
+    bot.say(bot.group, bot.ada, f"/imagine{BOT_NAME} a paper crane")
+    await bot.call(lambda c: c.method == "sendMessage" and c.ok and c.params["chat_id"] == ADA
+                   and "is queued" in c.params["text"])
+    result = await bot.result(ADA, timeout=15)
+    assert result.method == "sendPhoto" and PRIVATELY in result.params["caption"]
+    await stop_once_notified(bot, 1)
+    assert len(photos_to(tg, ADA)) == 1
+    posted = [c for c in tg.calls if c.params.get("chat_id") == GROUP_ID and c.ok and c.method.startswith("send")]
+    assert [c.method for c in posted] == ["sendChatAction", "sendChatAction"]  # nothing got through but "typing"
+
+
 @pytest.mark.parametrize(("right", "images"), [("can_send_photos", True), ("can_send_messages", False)])
 async def test_each_missing_right_sends_the_news_privately(
     make_settings: Callable[..., Settings], db: Database, tmp_path: Path, right: str, images: bool

@@ -34,7 +34,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, TelegramError
 
 from studiobot.bot.telegram.admins import AdminCache
-from studiobot.bot.telegram.outbox import TelegramOutbox, parse_ref, status_ref
+from studiobot.bot.telegram.outbox import TelegramOutbox, parse_ref, privately, refused_for_good, status_ref
 from studiobot.bot.telegram.render import Sender, cut, picture_above
 from studiobot.bot.telegram.translate import PLATFORM, chat_ref, command_line, deep_link, thread_of, user_ref
 from studiobot.commands import gallery
@@ -193,8 +193,28 @@ class UpdateHandlers:
                 with contextlib.suppress(BadRequest):
                     await self.sender.edit_text(chat.id, ref[2][0], replace(reply, buttons=()))
             await self._tidy_result(chat.id, int(job_id))
-        sent = await self.sender.send(chat.id, reply, reply_to=reply_to, thread_id=thread_id)
+        try:
+            sent = await self.sender.send(chat.id, reply, reply_to=reply_to, thread_id=thread_id)
+        except (Forbidden, BadRequest) as error:
+            if chat.type == Chat.PRIVATE or not refused_for_good(error):
+                raise
+            await self._answer_privately(chat.id, user_id, reply, error)
+            return
         await self._track_status(reply, chat.id, sent.keyboard_message_id)
+
+    async def _answer_privately(self, chat_id: int, user_id: int, reply: Reply, refusal: TelegramError) -> None:
+        """The group refuses the bot's answer for good (no right to post, as a results' delivery
+        finds too): the answer goes to the user's private chat, with why; if that is closed too,
+        there is nobody to tell."""
+        log.info("Telegram chat %s refused a command's answer (%s); sending it privately", chat_id, refusal.message)
+        try:
+            sent = await self.sender.send(user_id, privately(reply, refusal))
+        except (Forbidden, BadRequest) as error:
+            if not refused_for_good(error):
+                raise
+            log.info("user %s cannot be messaged privately either (%s); the answer is dropped", user_id, error.message)
+            return
+        await self._track_status(reply, user_id, sent.keyboard_message_id)
 
     async def _track_status(self, reply: Reply, chat_id: int, message_id: int | None) -> None:
         """A "queued" answer becomes the job's status message, unless its result is already out."""

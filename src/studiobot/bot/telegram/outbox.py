@@ -216,7 +216,7 @@ class TelegramOutbox:
                 chat_id = error.new_chat_id
                 return await self._sender.send(chat_id, reply), chat_id
         except (Forbidden, BadRequest) as error:
-            if not _refused(error):
+            if not refused_for_good(error):
                 raise
             if reply.data.get("gallery_post") or reply.private:
                 # Not job news: nobody retries these, and their callers expect no error.
@@ -228,9 +228,9 @@ class TelegramOutbox:
             log.info("Telegram chat %s refused the result (%s); sending it privately", chat_id, error.message)
             reason = error
         try:
-            return await self._sender.send(int(recipient), _privately(reply, reason)), int(recipient)
+            return await self._sender.send(int(recipient), privately(reply, reason)), int(recipient)
         except (Forbidden, BadRequest) as error:
-            if not _refused(error):
+            if not refused_for_good(error):
                 raise
             raise Undeliverable(
                 f"Telegram chat {chat_id} refused ({reason.message}) and user {recipient} cannot be "
@@ -246,7 +246,7 @@ def _lacks_rights(error: TelegramError) -> bool:
     return isinstance(error, BadRequest) and any(s in error.message.lower() for s in _NO_RIGHTS)
 
 
-def _refused(error: TelegramError) -> bool:
+def refused_for_good(error: TelegramError) -> bool:
     """Whether the chat will keep refusing (Bot API: 403, or a 400 for rights or a chat gone)."""
     if isinstance(error, Forbidden):
         return True
@@ -254,7 +254,7 @@ def _refused(error: TelegramError) -> bool:
                                     and any(s in error.message.lower() for s in _GONE))
 
 
-def _privately(reply: Reply, reason: TelegramError) -> Reply:
+def privately(reply: Reply, reason: TelegramError) -> Reply:
     """``reply`` for the user's private chat, opening with why it is not in the group."""
     if _lacks_rights(reason):
         why = ("I'm not allowed to post this in the group (a group admin can change my permissions), "
