@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from studiobot.commands.contract import ChatRef, UserRef
 from studiobot.config import Settings
 from tests.adapters.stored import community_names
 from tests.doubles.telegram import TelegramCall, TelegramState, running_telegram
+from tests.ports import free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # copied from the shared fixtures
 GROUP_ID = -1001234567890
@@ -330,11 +330,6 @@ async def test_originals_come_as_documents_when_the_user_asks(telegram_bot: Harn
     assert document.method == "sendDocument" and document.files
     assert "is ready" in document.params["caption"]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_webhook_mode_checks_the_secret_token_and_handles_each_update_once(

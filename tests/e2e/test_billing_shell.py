@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from tests.doubles.stripe import (
     sign,
 )
 from tests.e2e.test_shell import clean_env
+from tests.ports import free_port
 
 SECRET = "whsec_e2e_studiobot"
 
@@ -66,11 +66,6 @@ class Screen:
                 self._changed.clear()
                 await self._changed.wait()
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_buy_through_the_shell_then_webhooks_credit_once_and_take_back(

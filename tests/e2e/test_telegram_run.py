@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,14 +14,10 @@ import pytest
 
 from tests.doubles.telegram import TelegramState, running_telegram
 from tests.e2e.test_shell import clean_env
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 Deliver = Callable[[dict[str, Any]], Awaitable[None]]

@@ -7,7 +7,6 @@ job fails with a refund and a message naming neither the address nor a status co
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,16 +22,12 @@ from studiobot.web.server import WebServer
 from tests.doubles.platform import RecordingOutbox
 from tests.doubles.replicate import VALID_TOKEN, ReplicateState, deliver_webhook, make_replicate_app
 from tests.doubles.server import serve
+from tests.ports import free_port
 
 USER = UserRef("shell", "ada", "ada")
 CHAT = ChatRef("shell", "terminal", "dm")
 NEUTRAL = "The finished image could not be fetched: its address is not allowed."
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ poll gives the same single result.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -27,14 +26,10 @@ from tests.doubles.kie import KieState, deliver_callback, kie_app
 from tests.doubles.platform import RecordingOutbox
 from tests.doubles.replicate import VALID_TOKEN, ReplicateState, deliver_webhook, make_replicate_app
 from tests.doubles.server import serve
+from tests.ports import free_port
 
 USER = UserRef("shell", "ada", "ada")
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class World:

@@ -9,7 +9,6 @@ else is served.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,14 +19,10 @@ import pytest
 from studiobot.app import App, build_app, web_server
 from studiobot.config import Settings
 from studiobot.web.server import WebServer
+from tests.ports import free_port
 
 MARGIN_S = 3.0  # scheduling slack on a busy CI machine
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

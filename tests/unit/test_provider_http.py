@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -15,6 +14,7 @@ from studiobot import __version__
 from studiobot.providers import http
 from studiobot.providers.errors import Unavailable
 from tests.doubles.server import reply, respond, scripting_middleware, serve, stall
+from tests.ports import free_port
 
 
 class EchoState:
@@ -48,11 +48,6 @@ async def client(state: EchoState):
         async with http.make_client(url, timeout=0.3, connect_timeout=0.3) as c:
             yield c
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_make_client_policy():
