@@ -22,6 +22,7 @@ from sqlalchemy import func, inspect, select, text
 from studiobot.app import run_shell
 from studiobot.commands.contract import Reply
 from studiobot.config import Settings
+from studiobot.db.gallery import add_to_collection
 from studiobot.db.models import CollectionItem, Favorite, Job, Vote
 from tests.integration.community_app import ADA, BOB, GUILD, Community, community_app, dm
 
@@ -275,3 +276,19 @@ async def test_concurrent_adds_to_a_collection_never_fail(hub: Community) -> Non
         assert reply.data.get("error") is None, reply.text
     assert sum(r.data["changed"] for r in replies) == 3
     assert await db_count(hub.app.db, CollectionItem) == 3
+
+
+async def test_adding_to_a_collection_being_deleted_is_a_clear_answer(hub: Community) -> None:
+    """/collection add and /collection delete at once: either order is fine, never an error."""
+    job = await hub.make("a lighthouse at dusk")
+    for round_ in range(15):
+        name = f"race{round_}"
+        await hub.run(f"/collection create {name}", chat=dm(ADA))
+        added, deleted = await asyncio.gather(hub.run(f"/collection add {name} {job}", chat=dm(ADA)),
+                                              hub.run(f"/collection delete {name}", chat=dm(ADA)))
+        assert deleted.data.get("deleted") is True, deleted.text
+        assert added.data.get("error") in (None, "NotFound"), added.text
+        assert "Something went wrong" not in added.text
+    assert await db_count(hub.app.db, CollectionItem) == 0  # every collection went, with its items
+    # The moment itself, made certain: the collection is gone when the add commits.
+    assert await hub.app.db.run(add_to_collection, 2**62, [1]) is None

@@ -206,12 +206,22 @@ def create_collection(conn: Connection, owner_id: int, name: str) -> int:
     ).scalar_one()
 
 
-def add_to_collection(conn: Connection, collection_id: int, asset_ids: Sequence[int]) -> int:
-    """Add images to a collection (those already in it are skipped). Returns how many were added.
+def add_to_collection(conn: Connection, collection_id: int, asset_ids: Sequence[int]) -> int | None:
+    """Add images to a collection (those already in it are skipped).
+
+    Returns:
+        How many were added, or None when the collection is gone (deleted meanwhile).
 
     A double tap is harmless: a row inserted meanwhile by a concurrent transaction is skipped
-    (``ON CONFLICT DO NOTHING``; PostgreSQL waits for it to commit) rather than raising.
+    (``ON CONFLICT DO NOTHING``; PostgreSQL waits for it to commit) rather than raising. The
+    collection's row is locked first (``FOR SHARE``), so a concurrent delete waits for the add
+    instead of failing its foreign key.
     """
+    exists = conn.execute(
+        select(Collection.id).where(Collection.id == collection_id).with_for_update(read=True)
+    ).scalar_one_or_none()
+    if exists is None:
+        return None
     if not asset_ids:
         return 0
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
