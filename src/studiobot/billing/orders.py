@@ -16,13 +16,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from studiobot.billing import ledger, passes
 from studiobot.billing.catalogue import Product
+from studiobot.db.engine import dialect_insert
 from studiobot.db.models import Order, StripeEvent, User, utcnow
 
 OrderRow = Row[Any]
@@ -178,9 +177,8 @@ def record_event(conn: Connection, event: dict[str, Any]) -> bool:
     """
     obj = event["data"]["object"]
     kept = _trim(obj)
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     stored = conn.execute(
-        dialect_insert(_events)
+        dialect_insert(conn, _events)
         .values(
             id=event["id"], type=event["type"], order_id=_order_id_of(obj),
             payment_intent=kept.get("payment_intent"), object=kept, attempts=0, outcome="",

@@ -82,10 +82,9 @@ async def collection(inv: Invocation, deps: Deps) -> Reply:
     if not chosen:
         raise NotFound(f"Job #{job.id} has no image {index} you can see here.")
     if action == "add":
-        added = await deps.db.run(db_gallery.add_to_collection, found, chosen)
-        if added is None:
+        n = await deps.db.run(db_gallery.add_to_collection, found, chosen)
+        if n is None:
             raise NotFound(f"You have no collection called “{name}” any more. /collection list shows yours.")
-        n = added
         text = f"Added {n} image{'s' if n != 1 else ''} to “{name}”." if n else f"Already in “{name}”."
     else:
         n = await deps.db.run(db_gallery.remove_from_collection, found, chosen)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy import delete, false, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from studiobot.db.engine import dialect_insert
 from studiobot.db.models import Asset, Favorite, JobEvent, utcnow
 
 
@@ -39,9 +38,8 @@ def toggle_favorites(conn: Connection, user_id: int, asset_ids: Sequence[int]) -
         )
         return False
     now = utcnow()
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(
-        dialect_insert(Favorite).on_conflict_do_nothing(index_elements=[Favorite.user_id, Favorite.asset_id]),
+        dialect_insert(conn, Favorite).on_conflict_do_nothing(index_elements=[Favorite.user_id, Favorite.asset_id]),
         [{"user_id": user_id, "asset_id": a, "created_at": now} for a in asset_ids if a not in existing],
     )
     return True

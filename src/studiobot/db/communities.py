@@ -9,18 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from studiobot.db.engine import dialect_insert
 from studiobot.db.models import Base, Community, utcnow
 
 
 def ensure_community(conn: Connection, platform: str, platform_community_id: str) -> int:
     """The id of the community (Discord guild, Telegram group), created on first use."""
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(
-        dialect_insert(Community)
+        dialect_insert(conn, Community)
         .values(platform=platform, platform_community_id=platform_community_id, name="",
                 settings={}, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["platform", "platform_community_id"])

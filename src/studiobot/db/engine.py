@@ -20,6 +20,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import SingletonThreadPool
 
 P = ParamSpec("P")
@@ -140,6 +141,15 @@ class Database:
 
 
 _MAX_BATCH = 64
+
+
+def dialect_insert(conn: Connection, table: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` (a table or mapped class) in the connection's dialect: the one
+    that offers ``on_conflict_do_nothing`` and ``on_conflict_do_update`` (PostgreSQL and SQLite
+    both have ``ON CONFLICT``; SQLAlchemy's generic insert has neither)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 @dataclass(slots=True)

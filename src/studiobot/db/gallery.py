@@ -16,13 +16,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, false, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
+from studiobot.db.engine import dialect_insert
 from studiobot.db.models import Asset, Collection, CollectionItem, Favorite, Job, JobEvent, Vote, utcnow
 
 VISIBILITIES = ("private", "community", "public")
@@ -193,8 +192,7 @@ def toggle_vote(conn: Connection, user_id: int, asset_ids: Sequence[int]) -> boo
         conn.execute(delete(Vote).where(Vote.user_id == user_id, Vote.asset_id.in_(asset_ids)))
         return False
     now = utcnow()
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(dialect_insert(Vote).on_conflict_do_nothing(index_elements=[Vote.asset_id, Vote.user_id]),
+    conn.execute(dialect_insert(conn, Vote).on_conflict_do_nothing(index_elements=[Vote.asset_id, Vote.user_id]),
                  [{"asset_id": a, "user_id": user_id, "created_at": now} for a in asset_ids if a not in existing])
     return True
 
@@ -224,10 +222,9 @@ def add_to_collection(conn: Connection, collection_id: int, asset_ids: Sequence[
         return None
     if not asset_ids:
         return 0
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     now = utcnow()
     added = conn.execute(
-        dialect_insert(CollectionItem)
+        dialect_insert(conn, CollectionItem)
         .values([{"collection_id": collection_id, "asset_id": a, "created_at": now} for a in dict.fromkeys(asset_ids)])
         .on_conflict_do_nothing(index_elements=[CollectionItem.collection_id, CollectionItem.asset_id])
         .returning(CollectionItem.asset_id)  # rowcount of a many-row insert is -1 on some drivers

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from studiobot.db.engine import dialect_insert
 from studiobot.db.models import PlatformFile, utcnow
 
 
@@ -17,9 +16,8 @@ def remember(conn: Connection, platform: str, files: dict[str, str]) -> None:
     """Record ``files`` (storage key -> platform file id); a later id replaces an earlier one."""
     if not files:
         return
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     now = utcnow()
-    statement = dialect_insert(PlatformFile).values(
+    statement = dialect_insert(conn, PlatformFile).values(
         [{"platform": platform, "storage_key": k, "file_id": v, "created_at": now} for k, v in files.items()]
     )
     conn.execute(

@@ -10,18 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from studiobot.db.engine import dialect_insert
 from studiobot.db.models import SeenUpdate, utcnow
 
 
 def first_delivery(conn: Connection, platform: str, update_id: int) -> bool:
     """Record ``update_id`` as handled; False when it already was (a redelivery to drop)."""
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     result = conn.execute(
-        dialect_insert(SeenUpdate)
+        dialect_insert(conn, SeenUpdate)
         .values(platform=platform, update_id=update_id, seen_at=utcnow())
         .on_conflict_do_nothing(index_elements=["platform", "update_id"])
     )
